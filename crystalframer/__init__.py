@@ -1,0 +1,13 @@
+"""CrystalFramer: SE(3)-invariant crystal property prediction with dynamic frames, in pure PyTorch."""
+
+from .config import FRAME_METHODS, ModelConfig
+from .graph import CrystalGraph, GraphBatch, build_graph, collate
+from .model import CrystalFramer, Inspection, LayerInspection, resolve_device
+from .structure import StructureError, to_arrays
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FRAME_METHODS", "ModelConfig", "CrystalGraph", "GraphBatch", "build_graph", "collate", "CrystalFramer",
+    "Inspection", "LayerInspection", "resolve_device", "StructureError", "to_arrays", "__version__",
+]

@@ -1,0 +1,153 @@
+"""Model hyperparameters as one dataclass that round-trips through JSON and YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FRAME_METHODS = ("none", "max", "weighted_pca", "static", "pca", "lattice")
+
+
+@dataclass
+class ModelConfig:
+    """Every hyperparameter of CrystalFramer. Defaults are the paper's (design.md §1.4).
+
+    Lengths are in ångström. ``frame_method="none"`` gives the Crystalformer baseline.
+    """
+
+    frame_method: str = "max"
+    num_layers: int = 4
+    model_dim: int = 128
+    num_heads: int = 8
+    ff_dim: int = 512
+    num_species: int = 98
+    head_hidden_dim: int = 128
+    n_targets: int = 1
+    target_names: list[str] = field(default_factory=lambda: ["target"])
+    target_units: list[str] = field(default_factory=lambda: [""])
+    # Gaussian distance-decay attention (math §B2).
+    scale_real: float = 1.4  # r0, Å
+    gauss_lb_real: float = 0.5  # b, lower bound of the positive map
+    positive_func_beta: float = 0.1
+    cutoff_sigmas: float = 3.5  # R_c = cutoff_sigmas * r0 / sqrt(b)
+    # Value position encodings (math §B4, §E).
+    dist_bases: int = 64
+    dist_max_factor: float = 10.0  # r_max = dist_max_factor * r0
+    dist_width_scale: float = 1.0
+    dist_coef: float = 1.0
+    angle_bases: int = 64  # per frame axis
+    angle_width_scale: float = 4.0
+    angle_coef: float = 1.0
+    cos_abs: bool = False
+    # Frames (design §1.3).
+    symm_break_noise: float = 1e-5
+    pca_unit_vectors: bool = False
+    pca_det_threshold: float = 1e-5
+    # Engineering.
+    max_atoms: int = 2000
+    edge_chunk_size: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.frame_method not in FRAME_METHODS:
+            raise ValueError(f"frame_method must be one of {FRAME_METHODS}, got {self.frame_method!r}")
+        if self.model_dim % self.num_heads:
+            raise ValueError("model_dim must be divisible by num_heads")
+        if len(self.target_names) != self.n_targets:
+            if self.target_names == ["target"] and self.n_targets > 1:
+                self.target_names = [f"target_{k}" for k in range(self.n_targets)]
+            else:
+                raise ValueError("target_names must have n_targets entries")
+        if len(self.target_units) != self.n_targets:
+            if self.target_units == [""]:
+                self.target_units = [""] * self.n_targets
+            else:
+                raise ValueError("target_units must have n_targets entries")
+
+    # ----- derived quantities -------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    @property
+    def uses_angles(self) -> bool:
+        return self.frame_method != "none" and self.angle_bases > 0
+
+    @property
+    def sigma_max(self) -> float:
+        """Largest Gaussian width any head can produce, r0/sqrt(b) (Å)."""
+        return self.scale_real / math.sqrt(self.gauss_lb_real)
+
+    @property
+    def cutoff(self) -> float:
+        """Neighbour-sphere radius R_c (Å)."""
+        return self.cutoff_sigmas * self.sigma_max
+
+    # ----- presets ------------------------------------------------------------------------
+    @classmethod
+    def default(cls, **overrides: Any) -> "ModelConfig":
+        """The paper's default CrystalFramer (max frames, 64 angle bases)."""
+        return cls(**overrides)
+
+    @classmethod
+    def light(cls, **overrides: Any) -> "ModelConfig":
+        """The paper's lightweight preset: 16 angle bases, s_ang=1, c_ang=6, c_dist=1.5."""
+        base = dict(angle_bases=16, angle_width_scale=1.0, angle_coef=6.0, dist_coef=1.5)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def crystalformer(cls, **overrides: Any) -> "ModelConfig":
+        """The Crystalformer baseline (no frames)."""
+        base: dict[str, Any] = dict(frame_method="none")
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        presets = {"default": cls.default, "light": cls.light, "crystalformer": cls.crystalformer}
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return presets[name](**overrides)
+
+    # ----- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {unknown}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(yaml.safe_load(text) or {})
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
+        path.write_text(text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        text = path.read_text()
+        return cls.from_yaml(text) if path.suffix in (".yaml", ".yml") else cls.from_json(text)

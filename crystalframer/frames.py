@@ -1,0 +1,267 @@
+"""Local frames F_ih = (e1, e2, e3) per atom i and head h (design.md §1.3).
+
+Every function here runs without gradients: frames are detached by design. A frame tensor has shape (N, H, 3, 3)
+with rows e1, e2, e3 (so ``F @ r`` gives the coordinates of r in the frame).
+
+Randomness follows a :class:`FrameSampling` policy:
+
+* ``train``: fresh tie-break noise on every call, random signs for PCA-type axes (stochastic frame averaging,
+  as the reference code does);
+* ``eval``: no noise — exact argmax, canonical signs by the weighted third moment (deterministic, invariant on
+  generic structures). An exact tie between a lattice translation t and −t (the same atom seen in opposite
+  images) is resolved by the same third-moment rule, so atom order and cell choice cannot decide it;
+* ``sample``: eval rules, but ties are broken by noise drawn from a seeded generator (``frame_samples=K``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .ops import segment_argmax, segment_sum
+
+ZERO_VECTOR_EPS = 1e-5  # Å^2: images with |r|^2 below this are the zero (self) image
+PARALLEL_LIMIT = 0.9999  # axis-2 candidates with |cos| at or above this are "parallel" to e1
+LOG_FLOOR = 1e-5
+
+
+@dataclass
+class FrameSampling:
+    mode: str = "eval"  # "train" | "eval" | "sample"
+    generator: torch.Generator | None = None
+
+    @property
+    def stochastic(self) -> bool:
+        return self.mode in ("train", "sample")
+
+
+@dataclass
+class EdgeGeometry:
+    """Geometry of a batch's image-edges, computed once per forward pass.
+
+    src, dst: (E,); vec: (E, 3) Å; dist2: (E,) Å^2; unit: (E, 3) (zero for the zero image); nonzero: (E,) bool;
+    atom_batch: (N,) crystal of each atom; positions: (N, 3); lattice: (B, 3, 3).
+    """
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    vec: torch.Tensor
+    dist2: torch.Tensor
+    unit: torch.Tensor
+    nonzero: torch.Tensor
+    num_atoms: int
+    atom_batch: torch.Tensor
+    positions: torch.Tensor
+    lattice: torch.Tensor
+
+    @classmethod
+    def build(cls, src: torch.Tensor, dst: torch.Tensor, vec: torch.Tensor, atom_batch: torch.Tensor,
+              positions: torch.Tensor, lattice: torch.Tensor) -> "EdgeGeometry":
+        dist2 = (vec * vec).sum(-1)
+        nonzero = dist2 > ZERO_VECTOR_EPS
+        unit = torch.where(nonzero[:, None], vec / dist2.clamp_min(ZERO_VECTOR_EPS).sqrt()[:, None],
+                           torch.zeros_like(vec))
+        return cls(src=src, dst=dst, vec=vec, dist2=dist2, unit=unit, nonzero=nonzero,
+                   num_atoms=int(positions.shape[0]), atom_batch=atom_batch, positions=positions, lattice=lattice)
+
+
+def _uniform_noise(shape: tuple[int, ...], like: torch.Tensor, scale: float, gen: torch.Generator | None) -> torch.Tensor:
+    noise = torch.rand(shape, generator=gen, dtype=like.dtype, device="cpu" if gen is not None else like.device)
+    return ((noise - 0.5) * scale).to(like.device)
+
+
+def _random_signs(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    bits = torch.randint(0, 2, shape, generator=gen, device="cpu" if gen is not None else like.device)
+    return (bits.to(device=like.device, dtype=like.dtype) * 2 - 1)
+
+
+def _tie_tolerance(x: torch.Tensor) -> float:
+    return 1000.0 * torch.finfo(x.dtype).eps
+
+
+def _identity_frames(n: int, h: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(3, dtype=like.dtype, device=like.device).expand(n, h, 3, 3).clone()
+
+
+def third_moment(axes: torch.Tensor, weights: torch.Tensor, vecs: torch.Tensor, geom: EdgeGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted third moments Σ_m w_m (a·x_m)^3 of each axis, and their scale Σ_m w_m |x_m|^3.
+
+    axes: (N, H, K, 3); weights: (E, H); vecs: (E, 3). Returns ((N, H, K), (N, H)).
+    """
+    proj = torch.einsum("ehkc,ec->ehk", axes[geom.src], vecs)
+    moment = segment_sum(weights[..., None] * proj**3, geom.src, geom.num_atoms)
+    norm3 = (vecs * vecs).sum(-1).sqrt() ** 3
+    scale = segment_sum(weights * norm3[:, None], geom.src, geom.num_atoms)
+    return moment, scale
+
+
+def _orient_translation_ties(direction: torch.Tensor, chosen: torch.Tensor, scores: torch.Tensor,
+                             weights: torch.Tensor, geom: EdgeGeometry) -> torch.Tensor:
+    """Flip ``direction`` (N, H, 3), the unit vector of the chosen edge, when the chosen image r* has an exactly
+    tied partner −r* (a lattice translation of atom i seen both ways) and the weighted third moment along it is
+    negative. Without ties the argmax decides alone."""
+    n, h = direction.shape[:2]
+    heads = torch.arange(h, device=scores.device)
+    best = scores[chosen, heads.view(1, -1)]  # (N, H)
+    r_star = geom.vec[chosen]  # (N, H, 3)
+    opposite = ((geom.vec[:, None, :] + r_star[geom.src]) ** 2).sum(-1) < 1e-10 * (1.0 + geom.dist2[:, None])
+    tol = _tie_tolerance(scores) * (1.0 + best.abs())
+    tied_edge = opposite & (scores >= (best - tol)[geom.src])
+    tied = segment_sum(tied_edge.to(scores.dtype), geom.src, geom.num_atoms) > 0
+    moment, scale = third_moment(direction[:, :, None, :], weights, geom.vec, geom)
+    flip = tied & (moment[..., 0] < -_tie_tolerance(scores) * scale)
+    return torch.where(flip[..., None], -direction, direction)
+
+
+def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor, geom: EdgeGeometry,
+               sampling: FrameSampling, noise: float) -> torch.Tensor:
+    """Max frames (and, with distance-only scores, static frames).
+
+    score_base: (E, H) log-weights of each image-edge (attention logits for ``max``, a·|r|^2 for ``static``);
+    a: (N, H) Gaussian coefficients; weights: (E, H) the matching normalised weights (used for tie orientation).
+    e1 = direction of the highest-weight non-zero image; ẽ2 maximises w·(1 − |e1·r̂|) over non-parallel images;
+    Gram–Schmidt; e3 = e1 × e2.
+    """
+    n = geom.num_atoms
+    e, h = score_base.shape
+    neg_inf = torch.tensor(float("-inf"), dtype=score_base.dtype, device=score_base.device)
+    eligible = geom.nonzero[:, None].expand(e, h)
+    score1 = torch.where(eligible, score_base, neg_inf)
+    if sampling.stochastic and noise > 0:
+        # As the reference: noise on the squared distance, i.e. a·ε on the log-weight.
+        score1 = score1 + a[geom.src] * _uniform_noise((e, h), score_base, noise, sampling.generator)
+    first, ok1 = segment_argmax(score1, geom.src, n)
+    e1 = geom.unit[first]  # (N, H, 3)
+    if not sampling.stochastic:
+        e1 = _orient_translation_ties(e1, first, score1, weights, geom)
+
+    cos1 = (e1[geom.src] * geom.unit[:, None, :]).sum(-1)  # (E, H)
+    eligible2 = eligible & (cos1.abs() < PARALLEL_LIMIT)
+    score2 = score_base + torch.log((1.0 - cos1.abs()).clamp_min(LOG_FLOOR))
+    score2 = torch.where(eligible2, score2, neg_inf)
+    if sampling.stochastic and noise > 0:
+        score2 = score2 + _uniform_noise((e, h), score_base, noise, sampling.generator)
+    second, ok2 = segment_argmax(score2, geom.src, n)
+    t2 = geom.unit[second]
+    if not sampling.stochastic:
+        t2 = _orient_translation_ties(t2, second, score2, weights, geom)
+
+    e2 = F.normalize(t2 - (e1 * t2).sum(-1, keepdim=True) * e1, dim=-1)
+    e3 = torch.cross(e1, e2, dim=-1)
+    frames = torch.stack([e1, e2, e3], dim=-2)
+    ok = ok1 & ok2
+    return torch.where(ok[..., None, None], frames, _identity_frames(n, h, score_base))
+
+
+def canonical_signs(frames: torch.Tensor, moment: torch.Tensor, scale: torch.Tensor,
+                    sampling: FrameSampling) -> torch.Tensor:
+    """Fix the arbitrary signs of PCA-type axes.
+
+    frames: (..., 3, 3) rows; moment: (..., 3) third moments along each axis; scale: (...) their natural scale.
+    train: random signs, then all three flipped if left-handed (as the reference).
+    eval/sample: each axis takes the sign making its third moment positive; where a moment is ~0 the sign is
+    random (seeded in ``sample``, +1 in ``eval``); finally the axis with the least decisive moment is flipped if
+    needed so the frame is right-handed.
+    """
+    lead = frames.shape[:-2]
+    if sampling.mode == "train":
+        signs = _random_signs(lead + (3,), frames, sampling.generator)
+        out = frames * signs[..., None]
+        det = torch.linalg.det(out)
+        return torch.where((det < 0)[..., None, None], -out, out)
+    rel = moment / scale.clamp_min(torch.finfo(frames.dtype).tiny)[..., None]
+    decisive = rel.abs() > _tie_tolerance(frames)
+    if sampling.mode == "sample":
+        fallback = _random_signs(lead + (3,), frames, sampling.generator)
+    else:
+        fallback = torch.ones(lead + (3,), dtype=frames.dtype, device=frames.device)
+    signs = torch.where(decisive, torch.sign(rel), fallback)
+    out = frames * signs[..., None]
+    det = torch.linalg.det(out)
+    weakest = F.one_hot(rel.abs().argmin(-1), 3).to(frames.dtype)  # (..., 3)
+    fix = torch.where((det < 0)[..., None], 1.0 - 2.0 * weakest, torch.ones_like(weakest))
+    return out * fix[..., None]
+
+
+def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeGeometry, sampling: FrameSampling,
+                        noise: float, unit_vectors: bool, det_threshold: float) -> torch.Tensor:
+    """Eigenvectors of Σ_ih = Σ_m w_m x_m x_mᵀ (x = r, or r̂ if ``unit_vectors``), ascending eigenvalues → e1, e2, e3.
+
+    A symmetry-breaking term noise·det(Σ)^{1/3}·r̂ r̂ᵀ is added along one neighbour direction: the highest-weight
+    non-zero image in eval (deterministic), a random non-zero image in train/sample. A (near-)singular Σ
+    (det ≤ ``det_threshold``) gives the identity frame.
+    """
+    n = geom.num_atoms
+    e, h = weights.shape
+    x = geom.unit if unit_vectors else geom.vec
+    outer = x[:, :, None] * x[:, None, :]  # (E, 3, 3)
+    sigma = segment_sum(weights[..., None, None] * outer[:, None], geom.src, n)  # (N, H, 3, 3)
+    det = torch.linalg.det(sigma)
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    eligible = geom.nonzero[:, None].expand(e, h)
+    if sampling.stochastic:
+        pick_scores = torch.rand((e, h), generator=sampling.generator, dtype=logits.dtype,
+                                 device="cpu" if sampling.generator is not None else logits.device).to(logits.device)
+    else:
+        pick_scores = logits
+    pick, _ = segment_argmax(torch.where(eligible, pick_scores, neg_inf), geom.src, n)
+    u = geom.unit[pick]  # (N, H, 3)
+    bump = noise * det.clamp_min(0).pow(1.0 / 3.0)
+    sigma = sigma + bump[..., None, None] * (u[..., :, None] * u[..., None, :])
+    _, vecs = torch.linalg.eigh(sigma)
+    frames = vecs.transpose(-1, -2)  # rows = eigenvectors (columns of V), ascending eigenvalues
+    moment, scale = third_moment(frames, weights, x, geom)
+    frames = canonical_signs(frames, moment, scale, sampling)
+    good = det > det_threshold
+    return torch.where(good[..., None, None], frames, _identity_frames(n, h, weights))
+
+
+def global_pca_frames(geom: EdgeGeometry, num_heads: int, sampling: FrameSampling) -> torch.Tensor:
+    """Duval et al.'s PCA frames of the unit-cell positions: one frame per crystal (cell-dependent baseline)."""
+    b = geom.lattice.shape[0]
+    pos = geom.positions
+    counts = segment_sum(torch.ones_like(pos[:, 0]), geom.atom_batch, b)
+    mean = segment_sum(pos, geom.atom_batch, b) / counts[:, None]
+    centred = pos - mean[geom.atom_batch]
+    cov = segment_sum(centred[:, :, None] * centred[:, None, :], geom.atom_batch, b)
+    _, vecs = torch.linalg.eigh(cov)
+    frames = vecs.transpose(-1, -2)  # (B, 3, 3)
+    proj = torch.einsum("nkc,nc->nk", frames[geom.atom_batch], centred)
+    moment = segment_sum(proj**3, geom.atom_batch, b)
+    scale = segment_sum((centred * centred).sum(-1).sqrt() ** 3, geom.atom_batch, b)
+    per_atom = frames[geom.atom_batch][:, None].expand(-1, num_heads, 3, 3)
+    return canonical_signs(per_atom.contiguous(), moment[geom.atom_batch][:, None].expand(-1, num_heads, 3),
+                           scale[geom.atom_batch][:, None].expand(-1, num_heads), sampling)
+
+
+def lattice_frames(geom: EdgeGeometry, num_heads: int, sampling: FrameSampling, noise: float) -> torch.Tensor:
+    """Yan et al.'s lattice frames (unit, not orthogonal): shortest lattice vectors, one frame per crystal."""
+    lat = geom.lattice
+    dtype, device = lat.dtype, lat.device
+    rng = torch.arange(-2, 3, device=device, dtype=dtype)
+    grid = torch.stack(torch.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+    grid = grid[(grid != 0).any(-1)]  # (124, 3)
+    t = torch.einsum("kc,bcd->bkd", grid, lat)  # (B, 124, 3)
+    key = (t * t).sum(-1)
+    if sampling.stochastic and noise > 0:
+        key = key + _uniform_noise(tuple(key.shape), key, noise, sampling.generator)
+    th = F.normalize(t, dim=-1)
+    inf = torch.tensor(float("inf"), dtype=dtype, device=device)
+    idx1 = key.argmin(-1)
+    bidx = torch.arange(lat.shape[0], device=device)
+    e1 = th[bidx, idx1]
+    c1 = (th * e1[:, None]).sum(-1)
+    idx2 = torch.where(c1.abs() < 1 - 1e-5, key, inf).argmin(-1)
+    e2 = th[bidx, idx2]
+    e2 = torch.where(((e1 * e2).sum(-1) < 0)[:, None], -e2, e2)
+    u = F.normalize(torch.cross(e1, e2, dim=-1), dim=-1)
+    c3 = (th * u[:, None]).sum(-1)
+    idx3 = torch.where(c3.abs() > 1e-5, key, inf).argmin(-1)
+    e3 = th[bidx, idx3]
+    e3 = torch.where(((e1 * e3).sum(-1) < 0)[:, None], -e3, e3)
+    frames = torch.stack([e1, e2, e3], dim=-2)
+    flip = (e3 * u).sum(-1) < 0
+    frames = torch.where(flip[:, None, None], -frames, frames)
+    return frames[geom.atom_batch][:, None].expand(-1, num_heads, 3, 3).contiguous()

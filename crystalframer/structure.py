@@ -1,0 +1,156 @@
+"""Crystal structures (pymatgen ``Structure`` or ASE ``Atoms``) → validated numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+NUM_SPECIES = 98
+MIN_ATOM_DISTANCE = 0.1  # Å
+DEFAULT_MAX_ATOMS = 2000
+MIN_CELL_VOLUME_PER_ATOM = 1e-3  # Å^3, guards against (near-)singular lattices
+MIN_PLANE_SPACING = 0.05  # Å
+
+
+class StructureError(ValueError):
+    """A structure that the model cannot take, with a message that says why."""
+
+
+@dataclass(frozen=True)
+class CrystalArrays:
+    """One crystal as plain arrays.
+
+    species: (N, 98) occupancy-weighted one-hot, index Z-1.
+    positions: (N, 3) Cartesian coordinates in Å, unaltered (not wrapped).
+    lattice: (3, 3) lattice vectors as rows, Å.
+    atomic_numbers: (N,) the majority species' Z of each site (for display).
+    """
+
+    species: np.ndarray
+    positions: np.ndarray
+    lattice: np.ndarray
+    atomic_numbers: np.ndarray
+
+    @property
+    def num_atoms(self) -> int:
+        return int(self.positions.shape[0])
+
+
+def _from_pymatgen(structure: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from pymatgen.core.periodic_table import DummySpecies
+
+    n = len(structure)
+    species = np.zeros((n, NUM_SPECIES))
+    numbers = np.zeros(n, dtype=np.int64)
+    for idx, site in enumerate(structure):
+        best = (-1.0, 0)
+        for sp, occu in site.species.items():
+            if isinstance(sp, DummySpecies) or not hasattr(sp, "Z"):
+                raise StructureError(f"site {idx} has a dummy or unknown species {sp!s}; only real elements are supported")
+            z = int(sp.Z)
+            if z < 1 or z > NUM_SPECIES:
+                raise StructureError(f"site {idx} is {sp!s} (Z={z}); the model supports Z = 1..{NUM_SPECIES}")
+            if not np.isfinite(occu) or occu <= 0:
+                raise StructureError(f"site {idx} has an invalid occupancy {occu}")
+            species[idx, z - 1] += occu
+            best = max(best, (float(occu), z))
+        numbers[idx] = best[1]
+    positions = np.array(structure.cart_coords, dtype=np.float64).reshape(n, 3)
+    lattice = np.array(structure.lattice.matrix, dtype=np.float64)
+    return species, positions, lattice, numbers
+
+
+def _from_ase(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    numbers = np.asarray(atoms.get_atomic_numbers(), dtype=np.int64)
+    n = len(numbers)
+    for idx, z in enumerate(numbers):
+        if z < 1 or z > NUM_SPECIES:
+            raise StructureError(f"site {idx} has atomic number {z}; the model supports Z = 1..{NUM_SPECIES}")
+    if not all(atoms.pbc):
+        raise StructureError("ASE Atoms must be periodic in all three directions (pbc=True)")
+    species = np.zeros((n, NUM_SPECIES))
+    species[np.arange(n), numbers - 1] = 1.0
+    positions = np.array(atoms.get_positions(), dtype=np.float64).reshape(n, 3)
+    lattice = np.array(atoms.cell.array, dtype=np.float64)
+    return species, positions, lattice, numbers
+
+
+def to_arrays(structure: Any, max_atoms: int = DEFAULT_MAX_ATOMS) -> CrystalArrays:
+    """Convert and validate. Raises :class:`StructureError` with a clear message on bad input."""
+    kind = type(structure).__module__
+    if kind.startswith("pymatgen"):
+        species, positions, lattice, numbers = _from_pymatgen(structure)
+    elif kind.startswith("ase"):
+        species, positions, lattice, numbers = _from_ase(structure)
+    elif isinstance(structure, CrystalArrays):
+        species, positions, lattice, numbers = (
+            structure.species, structure.positions, structure.lattice, structure.atomic_numbers)
+    else:
+        raise StructureError(
+            f"expected a pymatgen Structure or an ASE Atoms object, got {type(structure).__name__}")
+    arrays = CrystalArrays(species=species, positions=positions, lattice=lattice, atomic_numbers=numbers)
+    validate(arrays, max_atoms=max_atoms)
+    return arrays
+
+
+def validate(arrays: CrystalArrays, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
+    """Check a crystal; raise :class:`StructureError` naming the first problem found."""
+    n = arrays.num_atoms
+    if n == 0:
+        raise StructureError("the structure is empty (no sites)")
+    if n > max_atoms:
+        raise StructureError(
+            f"the structure has {n} sites, more than the limit of {max_atoms}; "
+            "raise max_atoms if you have the memory (cost grows with atoms x neighbours)")
+    if not np.all(np.isfinite(arrays.positions)):
+        raise StructureError("atomic coordinates contain NaN or infinite values")
+    lattice = arrays.lattice
+    if lattice.shape != (3, 3) or not np.all(np.isfinite(lattice)):
+        raise StructureError("the lattice must be a finite 3x3 matrix")
+    volume = abs(float(np.linalg.det(lattice)))
+    if volume < MIN_CELL_VOLUME_PER_ATOM * n or not np.isfinite(volume):
+        raise StructureError(f"the lattice is singular or degenerate (cell volume {volume:.3g} Å^3)")
+    spacings = plane_spacings(lattice)
+    if spacings.min() < MIN_PLANE_SPACING:
+        raise StructureError(
+            f"the lattice is degenerate: a lattice-plane spacing is {spacings.min():.3g} Å (< {MIN_PLANE_SPACING} Å)")
+    dmin, (i, j) = min_image_distance(arrays.positions, lattice)
+    if dmin < MIN_ATOM_DISTANCE:
+        raise StructureError(
+            f"atoms {i} and {j} are {dmin:.3g} Å apart (closer than {MIN_ATOM_DISTANCE} Å): overlapping atoms")
+
+
+def plane_spacings(lattice: np.ndarray) -> np.ndarray:
+    """(3,) spacing d_k of the lattice planes spanned by the two other lattice vectors (Å)."""
+    recip = np.linalg.inv(lattice).T  # rows b_k / 2π
+    return 1.0 / np.linalg.norm(recip, axis=1)
+
+
+def min_image_distance(positions: np.ndarray, lattice: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Smallest distance between two distinct atoms (any periodic images), plus that pair.
+
+    Only distances below ``MIN_ATOM_DISTANCE`` matter, so a 3x3x3 image search on wrapped fractional
+    coordinates is enough for cells whose plane spacings exceed that distance. Chunked over atoms.
+    """
+    n = positions.shape[0]
+    if n < 2:
+        return float("inf"), (0, 0)
+    frac = positions @ np.linalg.inv(lattice)
+    frac = frac - np.floor(frac)
+    wrapped = frac @ lattice
+    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T @ lattice
+    best, pair = float("inf"), (0, 0)
+    chunk = max(1, 200_000 // (n * 27))
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        d = wrapped[None, :, None, :] + shifts[None, None, :, :] - wrapped[start:stop, None, None, :]
+        dist = np.sqrt((d**2).sum(-1)).min(-1)  # (chunk, n)
+        rows = np.arange(start, stop)
+        dist[rows - start, rows] = np.inf
+        k = int(np.argmin(dist))
+        value = float(dist.flat[k])
+        if value < best:
+            best, pair = value, (start + k // n, k % n)
+    return best, pair
