@@ -1,5 +1,6 @@
 """CrystalFramer: SE(3)-invariant crystal property prediction with dynamic frames, in pure PyTorch."""
 
+from .checkpoint import CheckpointError, list_shipped, load_model, read_metadata, save_checkpoint
 from .config import FRAME_METHODS, ModelConfig
 from .graph import CrystalGraph, GraphBatch, build_graph, collate
 from .model import CrystalFramer, Inspection, LayerInspection, resolve_device
@@ -8,6 +9,6 @@ from .structure import StructureError, to_arrays
 __version__ = "0.1.0"
 
 __all__ = [
-    "FRAME_METHODS", "ModelConfig", "CrystalGraph", "GraphBatch", "build_graph", "collate", "CrystalFramer",
+    "CheckpointError", "list_shipped", "load_model", "read_metadata", "save_checkpoint", "FRAME_METHODS", "ModelConfig", "CrystalGraph", "GraphBatch", "build_graph", "collate", "CrystalFramer",
     "Inspection", "LayerInspection", "resolve_device", "StructureError", "to_arrays", "__version__",
 ]

@@ -1,0 +1,135 @@
+"""Self-describing checkpoints: one safetensors file with the config and provenance in its metadata.
+
+Never unpickles: weights are read with safetensors, metadata is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .model import CrystalFramer, resolve_device
+
+FORMAT_NAME = "crystalframer-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded, with the reason."""
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    from . import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def save_checkpoint(model: CrystalFramer, path: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (a .safetensors file, or a directory that gets ``model.safetensors``).
+
+    ``info`` holds provenance (dataset, split, metrics, training command...). Written atomically: a crash never
+    leaves a half-written checkpoint behind.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / WEIGHTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "config": model.config.to_json(),
+        "code_version": code_version(),
+        "info": json.dumps(info or {}, default=str),
+    }
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A shipped name (``mp-eform-max``), a directory holding ``model.safetensors``, or a file."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    if candidate.is_dir() and (candidate / WEIGHTS_FILE).is_file():
+        return candidate / WEIGHTS_FILE
+    shipped = SHIPPED_DIR / str(name_or_path) / WEIGHTS_FILE
+    if shipped.is_file():
+        return shipped
+    available = ", ".join(list_shipped()) or "none"
+    raise CheckpointError(f"no checkpoint found at {name_or_path!s} (shipped checkpoints: {available})")
+
+
+def list_shipped() -> list[str]:
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / WEIGHTS_FILE).is_file())
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Config, provenance and format fields of a checkpoint, without loading weights."""
+    from safetensors import safe_open
+
+    path = resolve_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint (corrupt or truncated?): {exc}") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is a safetensors file but not a CrystalFramer checkpoint")
+    version = int(meta.get("format_version", "0"))
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this CrystalFramer ({code_version()}) reads version "
+            f"{FORMAT_VERSION}. Re-export it with a matching version.")
+    return {"config": json.loads(meta["config"]), "info": json.loads(meta.get("info", "{}")),
+            "code_version": meta.get("code_version", ""), "format_version": version, "path": str(path)}
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> CrystalFramer:
+    """Load a checkpoint (shipped name or path) into an eval-mode model. ``model.checkpoint_info`` holds provenance."""
+    meta = read_metadata(name_or_path)
+    path = Path(meta["path"])
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has a config this version cannot read: {exc}") from exc
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read (corrupt or truncated?): {exc}") from exc
+    model = CrystalFramer(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model = model.to(device=resolve_device(device), dtype=dtype)
+    model.eval()
+    model.checkpoint_info = {k: v for k, v in meta.items() if k != "config"}  # type: ignore[attr-defined]
+    return model
