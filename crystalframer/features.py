@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .ops import segment_sum
@@ -36,22 +38,29 @@ def angle_gaussians(cos: torch.Tensor, valid: torch.Tensor, centers: torch.Tenso
     return g * valid.to(g.dtype).view(-1, 1, 1, 1)
 
 
+def _log_weighted_gaussians(log_w: torch.Tensor, scaled_cos: torch.Tensor, scaled_centers: torch.Tensor) -> torch.Tensor:
+    """w·g(c) computed as exp(log w − (c' − ν')^2) in four in-place passes (c', ν' pre-scaled by 1/(√2 τ)).
+
+    log_w: (e, H) (−inf where the weight or the image is zero); scaled_cos: (e, H, 3) → (e, H, 3, D).
+    """
+    t = scaled_cos[..., None] - scaled_centers
+    t.square_()
+    torch.sub(log_w[:, :, None, None], t, out=t)
+    return t.exp_()
+
+
 class WeightedAngleSum(torch.autograd.Function):
     """A_ihk = Σ_m w_mh g(c_mhk) per source atom, without storing the (E, H, 3, D) Gaussians.
 
     The cosines come from detached frames, so only ``weights`` needs a gradient. Gaussians are computed in edge
-    chunks in the forward pass and recomputed in the backward pass: memory stays O(chunk·H·3·D).
+    chunks small enough to stay in cache, in the forward pass, and recomputed in the backward pass: memory stays
+    O(chunk·H·3·D).
     """
 
     @staticmethod
     def forward(ctx, weights: torch.Tensor, cos: torch.Tensor, valid: torch.Tensor, src: torch.Tensor,
                 num_atoms: int, centers: torch.Tensor, width: float, chunk: int) -> torch.Tensor:
-        e, h = weights.shape
-        out = weights.new_zeros((num_atoms, h, 3, centers.shape[0]))
-        for start in range(0, e, chunk):  # bounded-memory chunks; each chunk is vectorized
-            stop = min(e, start + chunk)
-            g = angle_gaussians(cos[start:stop], valid[start:stop], centers, width)
-            out.index_add_(0, src[start:stop], weights[start:stop, :, None, None] * g)
+        out = _angle_sum(weights, cos, valid, src, num_atoms, centers, width, chunk)
         ctx.save_for_backward(cos, valid, src, centers)
         ctx.width, ctx.chunk = width, chunk
         return out
@@ -60,26 +69,39 @@ class WeightedAngleSum(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         cos, valid, src, centers = ctx.saved_tensors
         e, h = cos.shape[:2]
+        scale = 1.0 / (math.sqrt(2.0) * ctx.width)
+        log_valid = torch.log(valid.to(cos.dtype))[:, None].expand(e, h)
+        scaled_cos, scaled_centers = cos * scale, centers * scale
         grad_w = grad_out.new_zeros((e, h))
-        for start in range(0, e, ctx.chunk):
+        for start in range(0, e, ctx.chunk):  # bounded-memory chunks; each chunk is vectorized
             stop = min(e, start + ctx.chunk)
-            g = angle_gaussians(cos[start:stop], valid[start:stop], centers, ctx.width)
-            grad_w[start:stop] = (grad_out[src[start:stop]] * g).sum((-1, -2))
+            g = _log_weighted_gaussians(log_valid[start:stop], scaled_cos[start:stop], scaled_centers)
+            g.mul_(grad_out[src[start:stop]])
+            grad_w[start:stop] = g.sum((-1, -2))
         return grad_w, None, None, None, None, None, None, None
 
 
+def _angle_sum(weights: torch.Tensor, cos: torch.Tensor, valid: torch.Tensor, src: torch.Tensor, num_atoms: int,
+               centers: torch.Tensor, width: float, chunk: int) -> torch.Tensor:
+    e, h = weights.shape
+    scale = 1.0 / (math.sqrt(2.0) * width)
+    log_w = torch.log(weights * valid.to(weights.dtype)[:, None])
+    scaled_cos, scaled_centers = cos * scale, centers * scale
+    out = weights.new_zeros((num_atoms, h, 3, centers.shape[0]))
+    for start in range(0, e, chunk):  # bounded-memory chunks; each chunk is vectorized
+        stop = min(e, start + chunk)
+        out.index_add_(0, src[start:stop],
+                       _log_weighted_gaussians(log_w[start:stop], scaled_cos[start:stop], scaled_centers))
+    return out
+
+
 def weighted_angle_sum(weights: torch.Tensor, cos: torch.Tensor, valid: torch.Tensor, src: torch.Tensor,
-                       num_atoms: int, centers: torch.Tensor, width: float, max_elements: int = 4_000_000) -> torch.Tensor:
+                       num_atoms: int, centers: torch.Tensor, width: float, max_elements: int = 1 << 19) -> torch.Tensor:
     """(N, H, 3, D) attention-weighted angle features; see :class:`WeightedAngleSum`."""
     per_edge = weights.shape[1] * 3 * centers.shape[0]
     chunk = max(1, max_elements // per_edge)
     if not weights.requires_grad:
-        out = weights.new_zeros((num_atoms, weights.shape[1], 3, centers.shape[0]))
-        for start in range(0, weights.shape[0], chunk):
-            stop = min(weights.shape[0], start + chunk)
-            g = angle_gaussians(cos[start:stop], valid[start:stop], centers, width)
-            out.index_add_(0, src[start:stop], weights[start:stop, :, None, None] * g)
-        return out
+        return _angle_sum(weights.detach(), cos, valid, src, num_atoms, centers, width, chunk)
     return WeightedAngleSum.apply(weights, cos, valid, src, num_atoms, centers, width, chunk)
 
 
