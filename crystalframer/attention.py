@@ -88,14 +88,20 @@ class PeriodicAttention(nn.Module):
         n, h, dh = x.shape[0], cfg.num_heads, cfg.head_dim
         q, k, v = self.in_proj(x).view(n, 3, h, dh).unbind(1)
         a, sigma = self.gaussian_coefficients(q)
-        src, dst = geom.src, geom.dst
-        logits = (q[src] * k[dst]).sum(-1) / math.sqrt(dh) + a[src] * geom.dist2[:, None]  # (E, H)
-        weights = segment_softmax(logits, src, n)
-
-        out = segment_sum(weights[..., None] * v[dst], src, n)  # (N, H, dh)
-        dist_feat = weighted_distance_sum(weights, dist_basis, src, n)  # (N, H, K)
+        # q·k once per atom pair (i, j); each image-edge adds a_ih·|r|^2. Softmax over a dense per-atom row of
+        # M slots holding that atom's image-edges.
+        qk = (q[geom.pair_src] * k[geom.pair_dst]).sum(-1) / math.sqrt(dh)  # (P, H)
+        logits_pad = qk[geom.pair_pad].transpose(1, 2) + a[:, :, None] * geom.dist2_pad[:, None, :]
+        logits_pad = logits_pad.masked_fill(~geom.pad_mask[:, None, :], float("-inf"))
+        weights_pad = torch.softmax(logits_pad, dim=-1)  # (N, H, M)
+        src = geom.src
+        logits = logits_pad[src, :, geom.slot]  # (E, H) flat views for frames and angle features
+        weights = weights_pad[src, :, geom.slot]
+        # Σ_m w_m v_j = Σ_j (Σ_n w_ijn) v_j: value sums per pair.
+        pair_weights = segment_sum(weights, geom.edge_pair, geom.pair_src.shape[0])  # (P, H)
+        out = segment_sum(pair_weights[..., None] * v[geom.pair_dst], geom.pair_src, n)  # (N, H, dh)
+        dist_feat = torch.bmm(weights_pad, dist_basis)  # (N, H, K) = Σ_m w_m b(|r_m|)
         out = out + cfg.dist_coef * torch.einsum("nhk,hdk->nhd", dist_feat, self.pe_dist_proj)
-
         frames = None
         if cfg.uses_angles:
             frames = self.compute_frames(logits, a, weights, geom, sampling)

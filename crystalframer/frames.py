@@ -55,6 +55,27 @@ class EdgeGeometry:
     atom_batch: torch.Tensor
     positions: torch.Tensor
     lattice: torch.Tensor
+    # Padded per-atom layout (N, M) of the same edges, M = most edges of any atom: dense softmax and bmm.
+    slot: torch.Tensor  # (E,) position of each edge within its source atom's row
+    pad_edge: torch.Tensor  # (N, M) edge index of each slot (clamped where empty)
+    pad_mask: torch.Tensor  # (N, M) True where the slot holds an edge
+    dst_pad: torch.Tensor  # (N, M) key atom of each slot (0 where empty)
+    dist2_pad: torch.Tensor  # (N, M) squared length of each slot's image vector (0 where empty)
+    # Atom pairs (i, j): q·k and value sums are per pair, image-edges only add a·|r|^2 to the logits.
+    edge_pair: torch.Tensor  # (E,) pair index of each edge
+    pair_src: torch.Tensor  # (P,)
+    pair_dst: torch.Tensor  # (P,)
+    pair_pad: torch.Tensor  # (N, M) pair index of each slot (0 where empty)
+
+    @property
+    def max_slots(self) -> int:
+        return int(self.pad_mask.shape[1])
+
+    def to_padded(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(E, ...) edge values → (N, M, ...) with ``fill`` in empty slots."""
+        out = values[self.pad_edge]
+        mask = self.pad_mask.view(self.pad_mask.shape + (1,) * (values.dim() - 1))
+        return out.masked_fill(~mask, fill)
 
     @classmethod
     def build(cls, src: torch.Tensor, dst: torch.Tensor, vec: torch.Tensor, atom_batch: torch.Tensor,
@@ -63,8 +84,27 @@ class EdgeGeometry:
         nonzero = dist2 > ZERO_VECTOR_EPS
         unit = torch.where(nonzero[:, None], vec / dist2.clamp_min(ZERO_VECTOR_EPS).sqrt()[:, None],
                            torch.zeros_like(vec))
-        return cls(src=src, dst=dst, vec=vec, dist2=dist2, unit=unit, nonzero=nonzero,
-                   num_atoms=int(positions.shape[0]), atom_batch=atom_batch, positions=positions, lattice=lattice)
+        n = int(positions.shape[0])
+        counts = torch.bincount(src, minlength=n)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(src.shape[0], device=src.device) - starts[src]
+        width = int(counts.max()) if n else 0
+        cols = torch.arange(width, device=src.device)
+        pad_mask = cols[None, :] < counts[:, None]
+        pad_edge = (starts[:, None] + cols[None, :]).clamp(max=max(src.shape[0] - 1, 0))
+        # Edges are sorted by (src, dst, image), so each pair's edges are contiguous.
+        new_pair = torch.ones_like(src, dtype=torch.bool)
+        if src.shape[0] > 1:
+            new_pair[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+        edge_pair = torch.cumsum(new_pair.long(), 0) - 1
+        firsts = torch.nonzero(new_pair).squeeze(1)
+        zeros = torch.zeros_like(pad_edge)
+        return cls(src=src, dst=dst, vec=vec, dist2=dist2, unit=unit, nonzero=nonzero, num_atoms=n,
+                   atom_batch=atom_batch, positions=positions, lattice=lattice, slot=slot, pad_edge=pad_edge,
+                   pad_mask=pad_mask, dst_pad=torch.where(pad_mask, dst[pad_edge], zeros),
+                   dist2_pad=torch.where(pad_mask, dist2[pad_edge], torch.zeros_like(dist2[pad_edge])),
+                   edge_pair=edge_pair, pair_src=src[firsts], pair_dst=dst[firsts],
+                   pair_pad=torch.where(pad_mask, edge_pair[pad_edge], zeros))
 
 
 def _uniform_noise(shape: tuple[int, ...], like: torch.Tensor, scale: float, gen: torch.Generator | None) -> torch.Tensor:

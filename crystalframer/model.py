@@ -157,8 +157,8 @@ class CrystalFramer(nn.Module):
         sampling = self._sampling(sampling)
         geom = EdgeGeometry.build(batch.edge_src, batch.edge_dst, batch.edge_vec, batch.batch, batch.positions,
                                   batch.lattice)
-        dist_basis = distance_basis(geom.dist2.sqrt(), cfg.dist_bases, cfg.dist_max_factor * cfg.scale_real,
-                                    cfg.dist_width_scale)
+        dist_basis = geom.to_padded(distance_basis(geom.dist2.sqrt(), cfg.dist_bases,
+                                                   cfg.dist_max_factor * cfg.scale_real, cfg.dist_width_scale))
         x = self.embedding(batch.species)
         traces: list[LayerTrace] = []
         for block in self.blocks:

@@ -1,0 +1,128 @@
+"""Which models the app can offer, and loading them.
+
+A model reference is a string:
+
+* ``ckpt:<name>`` — a checkpoint directory ``<dir>/<name>/model.safetensors`` found in the checkpoint search path:
+  the directories in ``$CRYSTALFRAMER_CHECKPOINTS`` (``os.pathsep``-separated) when that variable is set, else the
+  library's shipped ``checkpoints/`` folder;
+* ``path:<file or dir>`` — any checkpoint file or directory;
+* ``fresh:<frame_method>`` — a freshly initialised, **untrained** model (seeded, a_ih statistics calibrated on the
+  built-in examples). Its predictions are meaningless numbers, but its attention and frames are real computations,
+  which is what the analysis pages need when no trained checkpoint exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import SHIPPED_DIR, WEIGHTS_FILE, load_model
+from ..config import ModelConfig
+from ..model import CrystalFramer
+
+ENV_VAR = "CRYSTALFRAMER_CHECKPOINTS"
+FRESH_METHODS = ("max", "weighted_pca", "none")
+FRESH_SEED = 0
+
+__all__ = ["ENV_VAR", "checkpoint_dirs", "available_checkpoints", "model_refs", "describe_ref", "build_model",
+           "fresh_model", "model_summary", "is_untrained"]
+
+
+def checkpoint_dirs() -> list[Path]:
+    value = os.environ.get(ENV_VAR, "").strip()
+    if value:
+        return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+    return [SHIPPED_DIR]
+
+
+def available_checkpoints() -> dict[str, Path]:
+    """name → weights file, for every ``<dir>/<name>/model.safetensors`` in the search path (first wins)."""
+    found: dict[str, Path] = {}
+    for root in checkpoint_dirs():
+        if not root.is_dir():
+            continue
+        if (root / WEIGHTS_FILE).is_file():  # the variable may point straight at one checkpoint directory
+            found.setdefault(root.name, root / WEIGHTS_FILE)
+        for sub in sorted(root.iterdir()):
+            if (sub / WEIGHTS_FILE).is_file():
+                found.setdefault(sub.name, sub / WEIGHTS_FILE)
+    return found
+
+
+def model_refs(include_fresh: bool = True) -> list[str]:
+    refs = [f"ckpt:{name}" for name in available_checkpoints()]
+    if include_fresh:
+        refs += [f"fresh:{m}" for m in FRESH_METHODS]
+    return refs
+
+
+def describe_ref(ref: str) -> str:
+    kind, _, value = ref.partition(":")
+    if kind == "ckpt":
+        return value
+    if kind == "path":
+        return Path(value).name or value
+    if kind == "fresh":
+        return f"fresh untrained model ({value} frames) — NOT trained" if value != "none" else \
+            "fresh untrained model (no frames) — NOT trained"
+    return ref
+
+
+def fresh_model(frame_method: str = "max", seed: int = FRESH_SEED) -> CrystalFramer:
+    """A seeded, calibrated, untrained model (eval mode). Deterministic for a given seed."""
+    from ..examples import get_example, list_examples
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = CrystalFramer(ModelConfig(frame_method=frame_method, target_names=["untrained_output"],
+                                          target_units=["(arbitrary)"]))
+    finally:
+        torch.random.set_rng_state(state)
+    model.calibrate([get_example(name) for name in list_examples()])
+    model.eval()
+    model.checkpoint_info = {"info": {"untrained": True, "note": "fresh initialisation, seed %d" % seed},  # type: ignore[attr-defined]
+                             "path": "", "code_version": ""}
+    return model
+
+
+def build_model(ref: str, device: str = "auto") -> CrystalFramer:
+    kind, _, value = ref.partition(":")
+    if kind == "ckpt":
+        paths = available_checkpoints()
+        if value not in paths:
+            raise FileNotFoundError(f"checkpoint {value!r} not found in {[str(p) for p in checkpoint_dirs()]}")
+        return load_model(paths[value], device=device)
+    if kind == "path":
+        return load_model(value, device=device)
+    if kind == "fresh":
+        from ..model import resolve_device
+        return fresh_model(value).to(resolve_device(device))
+    raise ValueError(f"unknown model reference {ref!r}")
+
+
+def is_untrained(model: CrystalFramer) -> bool:
+    info = getattr(model, "checkpoint_info", {}) or {}
+    return bool((info.get("info") or {}).get("untrained"))
+
+
+def model_summary(model: CrystalFramer) -> dict[str, Any]:
+    cfg = model.config
+    meta = getattr(model, "checkpoint_info", {}) or {}
+    info = meta.get("info") or {}
+    return {
+        "frame_method": cfg.frame_method,
+        "layers": cfg.num_layers,
+        "heads": cfg.num_heads,
+        "targets": ", ".join(f"{n} [{u}]" if u else n for n, u in zip(cfg.target_names, cfg.target_units)),
+        "parameters": model.num_trainable_parameters(),
+        "device": str(model.device),
+        "untrained": is_untrained(model),
+        "metrics": info.get("metrics"),
+        "dataset": info.get("dataset"),
+        "path": meta.get("path", ""),
+        "code_version": meta.get("code_version", ""),
+    }

@@ -1,0 +1,268 @@
+"""Command line: ``crystalframer train|evaluate|predict|inspect|bench`` (also ``python -m crystalframer``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+
+# ----- config files with --key value overrides ------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """``--train.epochs 5`` → 5; YAML scalars/lists are accepted (``[1, 2]``, ``true``, ``null``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--section.key value`` pairs (dots descend into nested mappings)."""
+    config = json.loads(json.dumps(config))
+    items = list(overrides)
+    if len(items) % 2:
+        raise SystemExit(f"overrides must come in '--key value' pairs, got: {' '.join(items)}")
+    for key, value in zip(items[::2], items[1::2]):
+        if not key.startswith("--"):
+            raise SystemExit(f"override keys start with '--', got {key!r}")
+        path = key[2:].replace("-", "_").split(".")
+        node = config
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f"cannot override {key}: {part} is not a section")
+        node[path[-1]] = parse_value(value)
+    return config
+
+
+def load_run_config(path: str | None, overrides: Sequence[str]) -> dict[str, Any]:
+    base: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text()
+        base = (yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)) or {}
+    return apply_overrides(base, overrides)
+
+
+# ----- commands ---------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .config import ModelConfig
+    from .datasets import load_training_data
+    from .model import CrystalFramer
+    from .checkpoint import load_model
+    from .training import TrainConfig, Trainer
+
+    run = load_run_config(args.config, extra)
+    if args.out:
+        run["out_dir"] = args.out
+    out_dir = Path(run.get("out_dir", "runs/latest"))
+    data_cfg = run.get("data", {})
+    model_cfg = dict(run.get("model", {}))
+    train_cfg = TrainConfig.from_dict(run.get("train", {}))
+    if args.device:
+        train_cfg.device = args.device
+    command = "crystalframer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    init_from = run.get("init_from")
+    target_names = data_cfg.get("targets") or [data_cfg.get("target", "target")]
+    if isinstance(target_names, str):
+        target_names = [target_names]
+    units = data_cfg.get("units") or [""] * len(target_names)
+    if init_from:
+        model = load_model(init_from, device="cpu")
+        if list(model.config.target_names) != list(target_names):
+            raise SystemExit(f"--init_from {init_from} predicts {model.config.target_names}, data has {target_names}; "
+                             "fine-tune on the same targets or start from scratch")
+        model.train()
+    else:
+        preset = model_cfg.pop("preset", "default")
+        config = ModelConfig.preset(preset, n_targets=len(target_names), target_names=list(target_names),
+                                    target_units=list(units), **model_cfg)
+        model = CrystalFramer(config)
+    train_graphs, val_graphs, data_info = load_training_data(data_cfg, model.config.cutoff, list(target_names),
+                                                             max_atoms=model.config.max_atoms, seed=train_cfg.seed)
+    info = {"command": command, "data": data_info, "run_config": run}
+    if init_from:
+        info["init_from"] = str(init_from)
+    trainer = Trainer(model, train_graphs, val_graphs, train_cfg, out_dir, info=info)
+    if not args.no_resume:
+        trainer.try_resume()
+    result = trainer.fit()
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _load_structures(inputs: Sequence[str]) -> tuple[list[str], list[Any], list[tuple[str, str]]]:
+    from .io import read_structures
+
+    return read_structures(inputs)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    model = load_model(args.model, device=args.device)
+    names, structures, errors = _load_structures(args.inputs)
+    for name, message in errors:
+        print(f"skipped {name}: {message}", file=sys.stderr)
+    if not structures:
+        print("no readable structures", file=sys.stderr)
+        return 1
+    if args.frame_samples:
+        mean, std = model.predict(structures, batch_size=args.batch_size, frame_samples=args.frame_samples,
+                                  seed=args.seed, return_std=True, progress=len(structures) > 64)
+    else:
+        mean = model.predict(structures, batch_size=args.batch_size, progress=len(structures) > 64)
+        std = None
+    cfg = model.config
+    header = ["id"] + [f"{n}" + (f" ({u})" if u else "") for n, u in zip(cfg.target_names, cfg.target_units)]
+    if std is not None:
+        header += [f"{n}_std" for n in cfg.target_names]
+    rows = []
+    for k, name in enumerate(names):
+        row = [name] + [f"{v:.6g}" for v in mean[k]]
+        if std is not None:
+            row += [f"{v:.3g}" for v in std[k]]
+        rows.append(row)
+    if args.output:
+        import csv
+
+        with open(args.output, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        print(f"wrote {len(rows)} predictions to {args.output}")
+    else:
+        widths = [max(len(str(r[c])) for r in rows + [header]) for c in range(len(header))]
+        for r in [header] + rows:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .checkpoint import load_model
+    from .datasets import load_eval_data
+    from .model import resolve_device
+    from .training import evaluate_graphs
+
+    model = load_model(args.model, device=args.device)
+    data_cfg = load_run_config(args.config, extra).get("data", {}) if args.config or extra else {}
+    if args.data:
+        data_cfg = dict(data_cfg, path=args.data)
+    if args.split:
+        data_cfg["eval_split"] = args.split
+    graphs, info = load_eval_data(data_cfg, model.config.cutoff, list(model.config.target_names),
+                                  max_atoms=model.config.max_atoms)
+    metrics = evaluate_graphs(model, graphs, args.batch_size, resolve_device(args.device))
+    print(f"{'target':<24}{'MAE':>12}{'RMSE':>12}{'R2':>10}{'n':>8}")
+    for k, name in enumerate(model.config.target_names):
+        print(f"{name:<24}{metrics['mae'][k]:>12.5g}{metrics['rmse'][k]:>12.5g}{metrics['r2'][k]:>10.4f}"
+              f"{metrics['count'][k]:>8}")
+    if args.parity:
+        import csv
+
+        with open(args.parity, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id"] + [f"{n}_true" for n in model.config.target_names]
+                       + [f"{n}_pred" for n in model.config.target_names])
+            for g, t, p in zip(graphs, metrics["true"], metrics["pred"]):
+                w.writerow([g.ident] + [f"{v:.6g}" for v in t] + [f"{v:.6g}" for v in p])
+        print(f"wrote parity data to {args.parity}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    model = load_model(args.model, device=args.device)
+    names, structures, errors = _load_structures([args.input])
+    if errors or not structures:
+        print(f"cannot read {args.input}: {errors[0][1] if errors else 'no structure'}", file=sys.stderr)
+        return 1
+    ins = model.inspect(structures[0])
+    payload = {
+        "id": names[0], "prediction": ins.prediction.tolist(), "target_names": list(model.config.target_names),
+        "frame_method": model.config.frame_method, "atomic_numbers": ins.atomic_numbers.tolist(),
+        "positions": ins.positions.tolist(), "lattice": ins.lattice.tolist(),
+        "layers": [{
+            "sigma": layer.sigma.tolist(), "edges": layer.edges.tolist(), "images": layer.images.tolist(),
+            "vectors": layer.vectors.tolist(), "attention": layer.attention.tolist(),
+            "frames": None if layer.frames is None else layer.frames.tolist(),
+        } for layer in ins.layers],
+    }
+    text = json.dumps(payload)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote attention and frames of {len(ins.layers)} layers to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crystalframer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML/JSON config; extra --section.key value overrides")
+    p.add_argument("--config", help="YAML/JSON run config (see configs/)")
+    p.add_argument("--out", help="run directory (overrides out_dir)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
+    p.add_argument("--no-resume", action="store_true", help="start fresh even if the run directory has a resume state")
+
+    p = sub.add_parser("evaluate", help="MAE/RMSE/R2 of a checkpoint on a labelled dataset")
+    p.add_argument("model", help="shipped checkpoint name or path")
+    p.add_argument("--config", help="run config whose data section describes the dataset")
+    p.add_argument("--data", help="dataset path (CSV with cif column, id_prop folder, extxyz)")
+    p.add_argument("--split", help="which split to evaluate (e.g. val)")
+    p.add_argument("--parity", help="write id,true,pred CSV here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("predict", help="predict structures (files, folders, globs) → table or CSV")
+    p.add_argument("model", help="shipped checkpoint name or path")
+    p.add_argument("inputs", nargs="+", help="CIF/POSCAR/extxyz files, folders or globs")
+    p.add_argument("-o", "--output", help="write a CSV instead of printing")
+    p.add_argument("--frame-samples", type=int, default=0, help="average K tie-break samples; adds a std column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("inspect", help="attention weights and frames of every layer → JSON")
+    p.add_argument("model")
+    p.add_argument("input", help="one structure file")
+    p.add_argument("-o", "--output", help="JSON file (default: stdout)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("bench", help="throughput and memory table (see bench/throughput.py)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("train", "evaluate"):
+        return (cmd_train if args.command == "train" else cmd_evaluate)(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "predict":
+        return cmd_predict(args)
+    if args.command == "inspect":
+        return cmd_inspect(args)
+    if args.command == "bench":
+        from .benchmark import run_cli
+
+        return run_cli(args.rest)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
