@@ -45,7 +45,7 @@ class TrainConfig:
     swa_epochs: int = 50
     seed: int = 123
     device: str = "auto"
-    num_workers: int = 0
+    threads: int = 0  # torch CPU threads (0 = torch's default)
     time_budget_minutes: float | None = None  # stop cleanly after this wall time (then SWA/best are saved)
     log_every: int = 50
     tensorboard: bool = False
@@ -189,6 +189,8 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         seed_everything(config.seed)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
         self.train_graphs = list(train_graphs)
         self.val_graphs = list(val_graphs)
         self.model = model.to(self.device)
