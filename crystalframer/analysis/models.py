@@ -79,7 +79,7 @@ def fresh_model(frame_method: str = "max", seed: int = FRESH_SEED) -> CrystalFra
     try:
         torch.manual_seed(seed)
         model = CrystalFramer(ModelConfig(frame_method=frame_method, target_names=["untrained_output"],
-                                          target_units=["(arbitrary)"]))
+                                          target_units=["arbitrary"]))
     finally:
         torch.random.set_rng_state(state)
     model.calibrate([get_example(name) for name in list_examples()])

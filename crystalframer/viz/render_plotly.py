@@ -1,0 +1,85 @@
+"""Draw scenes with Plotly (Scatter3d + Cone): needs no external JavaScript, works fully offline.
+
+Plotly's Scatter3d takes one opacity per trace, so atoms are grouped into a few opacity levels (one trace each);
+colours, sizes and hover text stay per atom.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .scene import Scene
+
+__all__ = ["scene_figure", "grid_figure", "add_scene"]
+
+OPACITY_LEVELS = 6
+
+
+def _level(opacity: float) -> float:
+    return float(np.clip(np.ceil(opacity * OPACITY_LEVELS) / OPACITY_LEVELS, 1.0 / OPACITY_LEVELS, 1.0))
+
+
+def add_scene(fig: go.Figure, scene: Scene, row: int | None = None, col: int | None = None,
+              marker_scale: float = 28.0, showlegend: bool = True) -> None:
+    where = {"row": row, "col": col} if row is not None else {}
+    xs, ys, zs = [], [], []
+    for p0, p1 in scene.cell:
+        xs += [p0[0], p1[0], None]
+        ys += [p0[1], p1[1], None]
+        zs += [p0[2], p1[2], None]
+    if xs:
+        fig.add_trace(go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line={"color": "#333333", "width": 3},
+                                   hoverinfo="skip", showlegend=False, name="cell"), **where)
+    groups: dict[float, list[int]] = {}
+    for k, atom in enumerate(scene.atoms):
+        groups.setdefault(_level(atom.opacity), []).append(k)
+    for level in sorted(groups):
+        idx = groups[level]
+        pos = np.array([scene.atoms[k].position for k in idx])
+        fig.add_trace(go.Scatter3d(
+            x=pos[:, 0], y=pos[:, 1], z=pos[:, 2], mode="markers",
+            marker={"size": [marker_scale * scene.atoms[k].radius for k in idx],
+                    "color": [scene.atoms[k].color for k in idx], "opacity": level,
+                    "line": {"width": 0}},
+            text=[scene.atoms[k].label for k in idx], hovertemplate="%{text}<extra></extra>",
+            name=f"atoms (opacity {level:.2f})", showlegend=False), **where)
+    for arrow in scene.arrows:
+        d = np.asarray(arrow.end) - np.asarray(arrow.start)
+        shaft_end = np.asarray(arrow.start) + 0.8 * d
+        fig.add_trace(go.Scatter3d(x=[arrow.start[0], shaft_end[0]], y=[arrow.start[1], shaft_end[1]],
+                                   z=[arrow.start[2], shaft_end[2]], mode="lines",
+                                   line={"color": arrow.color, "width": 9}, name=arrow.label,
+                                   hoverinfo="name", showlegend=showlegend), **where)
+        fig.add_trace(go.Cone(x=[shaft_end[0]], y=[shaft_end[1]], z=[shaft_end[2]], u=[d[0]], v=[d[1]], w=[d[2]],
+                              sizemode="absolute", sizeref=0.25 * float(np.linalg.norm(d)), anchor="tail",
+                              colorscale=[[0, arrow.color], [1, arrow.color]], showscale=False,
+                              hoverinfo="skip", name=arrow.label), **where)
+
+
+def _axis_layout() -> dict:
+    blank = {"visible": False, "showbackground": False}
+    return {"xaxis": blank, "yaxis": blank, "zaxis": blank, "aspectmode": "data"}
+
+
+def scene_figure(scene: Scene, height: int = 520) -> go.Figure:
+    fig = go.Figure()
+    add_scene(fig, scene)
+    fig.update_layout(scene=_axis_layout(), height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+                      title={"text": scene.title, "x": 0.02, "font": {"size": 13}}, legend={"x": 0.0, "y": 0.0},
+                      uirevision="keep")
+    return fig
+
+
+def grid_figure(scenes: Sequence[Scene], height: int = 320) -> go.Figure:
+    n = max(1, len(scenes))
+    fig = make_subplots(rows=1, cols=n, specs=[[{"type": "scene"}] * n],
+                        subplot_titles=[s.title for s in scenes], horizontal_spacing=0.01)
+    for c, scene in enumerate(scenes, start=1):
+        add_scene(fig, scene, row=1, col=c, marker_scale=20.0, showlegend=(c == 1))
+    layout = {("scene" if c == 1 else f"scene{c}"): _axis_layout() for c in range(1, n + 1)}
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0}, **layout)
+    return fig
