@@ -8,7 +8,7 @@ Layout under :func:`~crystalframer.data.config.cache_root` (``$CRYSTALFRAMER_CAC
 ``<tag>`` covers the cache format version, the cutoff and a hash of the code that computes graphs
 (``crystalframer/structure.py`` and ``neighbors.py``), so changing any of them never serves stale graphs.
 A structure's key is the sha256 of its canonical content: (Z, occupancy) per site, Cartesian positions and lattice
-rounded to 1e-8 Å, plus the tag. Each ``build_graphs`` call that computes new graphs appends one shard holding
+rounded to 1e-8 Å, plus the tag (structures closer than that share a graph). Each ``build_graphs`` call that computes new graphs appends one shard holding
 them (concatenated arrays + offsets); edge vectors are recomputed on load exactly as the neighbour search does.
 """
 
@@ -36,7 +36,7 @@ from .table import ParsedTable, atomic_savez, load_table, save_table
 if TYPE_CHECKING:
     from .records import StructureRecord
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 ROUND_DECIMALS = 8  # canonical positions/lattice are rounded to 1e-8 Å before hashing
 
 
@@ -68,32 +68,36 @@ def graph_tag(cutoff: float) -> str:
     return f"v{CACHE_FORMAT_VERSION}-{params_key(repr(float(cutoff)), code_tag())[:16]}"
 
 
-def canonical_content(structure: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Z and occupancy of every (site, species) entry, Cartesian positions and lattice of a pymatgen/ASE structure."""
-    if type(structure).__module__.startswith("ase"):
+def canonical_content(structure: Any) -> tuple[np.ndarray, ...]:
+    """What a graph depends on: species entries per site, (Z, occupancy) per entry, Cartesian positions, lattice.
+
+    Accepts a pymatgen ``Structure``, an ASE ``Atoms``, a :class:`~.table.PackedStructure` or a record.
+    """
+    if hasattr(structure, "canonical_content"):  # PackedStructure, or a record holding one
+        return structure.canonical_content()
+    if hasattr(structure, "get_atomic_numbers"):  # ASE Atoms (and subclasses such as pymatgen's MSONAtoms)
         z = np.asarray(structure.get_atomic_numbers(), dtype=np.int64)
-        z = np.stack([z, np.full_like(z, -1)], axis=1).reshape(-1)  # same entries/separators as pymatgen below
-        occ = np.tile([1.0, 0.0], len(z) // 2)
-        return (z, occ, np.asarray(structure.get_positions(), dtype=np.float64),
+        return (np.ones(len(z), dtype=np.int64), z, np.ones(len(z)),
+                np.asarray(structure.get_positions(), dtype=np.float64),
                 np.asarray(structure.cell.array, dtype=np.float64))
-    zs, occus = [], []
+    counts, zs, occus = [], [], []
     for site in structure:
-        for sp, occ in site.species.items():
+        items = site.species.items()
+        counts.append(len(items))
+        for sp, occ in items:
             zs.append(getattr(sp, "Z", 0))
             occus.append(float(occ))
-        zs.append(-1)  # site separator, so (A, B) on one site differs from A and B on two sites
-        occus.append(0.0)
-    return (np.asarray(zs, dtype=np.int64), np.asarray(occus, dtype=np.float64),
+    return (np.asarray(counts, dtype=np.int64), np.asarray(zs, dtype=np.int64), np.asarray(occus, dtype=np.float64),
             np.asarray(structure.cart_coords, dtype=np.float64), np.asarray(structure.lattice.matrix, dtype=np.float64))
 
 
 def structure_key(structure: Any, cutoff: float, tag: str | None = None) -> str:
-    """Content hash of ``structure`` for graphs built with ``cutoff`` (see module docstring)."""
-    z, occ, pos, lattice = canonical_content(structure)
+    """Content hash of ``structure`` (anything :func:`canonical_content` takes) for graphs built with ``cutoff``."""
+    counts, z, occ, pos, lattice = canonical_content(structure)
     digest = hashlib.sha256((tag or graph_tag(cutoff)).encode())
     digest.update(np.asarray([len(pos), len(z)], dtype=np.int64).tobytes())
-    for arr in (z, np.round(occ, ROUND_DECIMALS) + 0.0, np.round(pos, ROUND_DECIMALS) + 0.0,
-                np.round(lattice, ROUND_DECIMALS) + 0.0):
+    for arr in (counts.astype(np.int64), z.astype(np.int64), np.round(occ, ROUND_DECIMALS) + 0.0,
+                np.round(pos, ROUND_DECIMALS) + 0.0, np.round(lattice, ROUND_DECIMALS) + 0.0):
         digest.update(np.ascontiguousarray(arr).tobytes())
     return digest.hexdigest()
 
@@ -274,7 +278,7 @@ def build_graphs(records: Sequence["StructureRecord"], cutoff: float, target_nam
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     tag = graph_tag(cutoff)
     store = GraphStore(cutoff)
-    keys = [structure_key(r.structure, cutoff, tag) for r in records]
+    keys = [structure_key(_hashable(r), cutoff, tag) for r in records]
     found = store.load(keys) if cache else {}
     todo = {k: r for k, r in zip(keys, records) if k not in found}
     new, failed = _compute_graphs(todo, cutoff, max_atoms, progress, on_error)
@@ -297,6 +301,11 @@ def build_graphs(records: Sequence["StructureRecord"], cutoff: float, target_nam
     return graphs
 
 
+def _hashable(record: Any) -> Any:
+    """A StructureRecord hashes its packed arrays when it has them (no pymatgen object needed)."""
+    return record if hasattr(record, "canonical_content") else record.structure
+
+
 def _compute_graphs(todo: dict[str, "StructureRecord"], cutoff: float, max_atoms: int, progress: bool,
                     on_error: str) -> tuple[dict[str, GraphParts], dict[str, str]]:
     new: dict[str, GraphParts] = {}
@@ -305,7 +314,8 @@ def _compute_graphs(todo: dict[str, "StructureRecord"], cutoff: float, max_atoms
                disable=not progress or not todo, leave=False)
     for key, record in bar:
         try:
-            graph = build_graph(record.structure, cutoff, max_atoms=max_atoms)
+            structure = record.peek_structure() if hasattr(record, "peek_structure") else record.structure
+            graph = build_graph(structure, cutoff, max_atoms=max_atoms)
         except StructureError as exc:
             if on_error == "raise":
                 raise DataError(f"{record.ident}: {exc}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from typing import Sequence
 
@@ -24,5 +26,13 @@ def summarize_errors(errors: Sequence[tuple[str, str]], limit: int = MAX_LISTED_
 
 
 def warn(message: str) -> None:
-    """Emit a :class:`DataWarning` attributed to the caller of the public loader."""
-    warnings.warn(message, DataWarning, stacklevel=4)
+    """Emit a :class:`DataWarning` attributed to the first caller outside this package."""
+    warnings.warn(message, DataWarning, stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2  # 1 = warn's caller
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+        frame, level = frame.f_back, level + 1
+    return level

@@ -16,21 +16,20 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import cached_table, file_sha256, params_key
+from .cache import cached_table, canonical_content, file_sha256, params_key
 from .config import mp_megnet_path
 from .errors import DataError, summarize_errors, warn
 from .formats import (
     SUPPORTED, detect_format, expand_paths, parse_structure_text, read_ase_frames_text, read_structure_file,
     read_text, structure_from_jarvis, structure_stem, ase_to_structure,
 )
-from .table import ParsedTable
+from .table import PackedStructure, ParsedTable
 
 ID_COLUMNS = ("material_id", "id", "jid", "mpid", "name", "ident", "identifier")
 NA_STRINGS = frozenset({"", "na", "nan", "none", "null", "n/a", "-"})
@@ -41,21 +40,56 @@ MP_EFORM_COLUMNS = ("formation_energy_per_atom", "megnet_e_form")
 TABLE_READER_VERSION = 1  # bump when a reader's parsing changes, to invalidate its cached tables
 
 
-@dataclass
 class StructureRecord:
-    """One labelled (or unlabelled) crystal: ``targets`` maps label name → value (NaN = missing)."""
+    """One labelled (or unlabelled) crystal: ``targets`` maps label name → value (NaN = missing).
 
-    ident: str
-    structure: Any  # pymatgen.core.Structure
-    targets: dict[str, float] = field(default_factory=dict)
+    ``structure`` is a pymatgen ``Structure``. Records read from a cache hold the structure as arrays
+    (:class:`~.table.PackedStructure`) and build the pymatgen object on first access.
+    """
+
+    __slots__ = ("ident", "targets", "_structure", "_packed")
+
+    def __init__(self, ident: str, structure: Any = None, targets: dict[str, float] | None = None, *,
+                 packed: PackedStructure | None = None) -> None:
+        if structure is None and packed is None:
+            raise ValueError("StructureRecord needs a structure")
+        self.ident = ident
+        self.targets: dict[str, float] = {} if targets is None else targets
+        self._structure = structure
+        self._packed = packed
+
+    @property
+    def structure(self) -> Any:
+        if self._structure is None:
+            self._structure = self._packed.to_structure()
+        return self._structure
+
+    @structure.setter
+    def structure(self, value: Any) -> None:
+        self._structure, self._packed = value, None
+
+    def peek_structure(self) -> Any:
+        """The structure, without keeping a newly built pymatgen object (saves memory on large datasets)."""
+        return self._structure if self._structure is not None else self._packed.to_structure()
 
     @property
     def num_sites(self) -> int:
-        return len(self.structure)
+        return len(self._structure if self._structure is not None else self._packed)
+
+    def canonical_content(self) -> tuple[np.ndarray, ...]:
+        """Content for :func:`~.cache.structure_key` (from the packed arrays while no pymatgen object exists)."""
+        if self._structure is None:
+            return self._packed.canonical_content()
+        return canonical_content(self._structure)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StructureRecord):
+            return NotImplemented
+        return (self.ident, self.targets) == (other.ident, other.targets) and self.structure == other.structure
 
     def __repr__(self) -> str:
-        formula = getattr(getattr(self.structure, "composition", None), "formula", "?")
-        return (f"StructureRecord(ident={self.ident!r}, formula={formula!r}, sites={len(self.structure)}, "
+        formula = getattr(getattr(self.peek_structure(), "composition", None), "formula", "?")
+        return (f"StructureRecord(ident={self.ident!r}, formula={formula!r}, sites={self.num_sites}, "
                 f"targets={self.targets})")
 
 
@@ -194,11 +228,18 @@ def _records_from_table(table: ParsedTable, target_names: list[str] | None, sour
                 raise DataError(f"{source}: row {table.rows[i]} ({ident}): missing (NaN) label {missing}")
             dropped += 1
             continue
-        records.append(StructureRecord(ident, table.structures[i], dict(zip(target_names, map(float, values)))))
-    return _finish(RecordList(records, errors, target_names, source, dropped))
+        records.append(_make_record(ident, table.structures[i], dict(zip(target_names, map(float, values)))))
+    note = "" if mask is None else f"{int(np.sum(mask))} of {len(mask)} parsed rows pass the filters"
+    return _finish(RecordList(records, errors, target_names, source, dropped), note)
 
 
-def _finish(records: RecordList) -> RecordList:
+def _make_record(ident: str, structure: Any, targets: dict[str, float]) -> StructureRecord:
+    if isinstance(structure, PackedStructure):
+        return StructureRecord(ident, None, targets, packed=structure)
+    return StructureRecord(ident, structure, targets)
+
+
+def _finish(records: RecordList, note: str = "") -> RecordList:
     """Warn about skipped rows and NaN drops; raise if nothing valid remains."""
     source, errors = records.source, records.errors
     if not records:
@@ -207,6 +248,8 @@ def _finish(records: RecordList) -> RecordList:
             parts.append(f"{len(errors)} bad rows: {summarize_errors(errors)}")
         if records.dropped_nan:
             parts.append(f"{records.dropped_nan} rows dropped for NaN labels {records.target_names}")
+        if note:
+            parts.append(note)
         raise DataError("; ".join(parts))
     if errors:
         warn(f"{source}: skipped {len(errors)} bad rows ({len(records)} kept): {summarize_errors(errors)} "
@@ -286,9 +329,11 @@ def _parse_csv(path: Path, cif_column: str, id_column: str | None, limit: int | 
         frame = pd.read_csv(path, nrows=limit, dtype=dtypes)
     except Exception as exc:
         raise DataError(f"{path}: cannot read as CSV ({type(exc).__name__}: {exc})") from None
-    ids = [_row_ident(frame, id_column, k) for k in range(len(frame))]
+    raw_ids = frame[id_column].tolist() if id_column else [None] * len(frame)
+    ids = [v.strip() if isinstance(v, str) and v.strip() else f"row{k}" for k, v in enumerate(raw_ids)]
     cifs = frame[cif_column].tolist()
-    items = [(ident, k, _cif_parser(cif)) for k, (ident, cif) in enumerate(zip(ids, cifs))]
+    items = [(ident, k, _cif_parser(cif) if id_column is None or ident != f"row{k}" else _missing_id(id_column))
+             for k, (ident, cif) in enumerate(zip(ids, cifs))]
     kept, structures, errors = _parse_rows(items, on_error, progress, f"parsing {path.name}")
     columns = {}
     for name in frame.columns:
@@ -303,11 +348,10 @@ def _parse_csv(path: Path, cif_column: str, id_column: str | None, limit: int | 
                        errors=errors)
 
 
-def _row_ident(frame: Any, id_column: str | None, k: int) -> str:
-    if id_column is None:
-        return f"row{k}"
-    value = frame[id_column].iloc[k]
-    return f"row{k}" if not isinstance(value, str) or not value.strip() else value.strip()
+def _missing_id(id_column: str) -> Callable[[], Any]:
+    def fail() -> Any:
+        raise DataError(f"empty id in column {id_column!r}")
+    return fail
 
 
 def _cif_parser(text: Any) -> Callable[[], Any]:

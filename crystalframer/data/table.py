@@ -22,7 +22,7 @@ class ParsedTable:
     """Rows of a dataset that parsed, aligned lists/arrays, plus the rows that did not.
 
     ids: identifier per row; rows: the row (or frame) number in the source, for messages;
-    structures: pymatgen ``Structure`` per row; columns: name → array aligned with ``ids`` (float64 for numeric
+    structures: pymatgen ``Structure`` (or lazy :class:`PackedStructure`) per row; columns: name → array aligned with ``ids`` (float64 for numeric
     columns, str for text columns); errors: ``(ident, message)`` of rows that could not be parsed.
     """
 
@@ -36,12 +36,57 @@ class ParsedTable:
         return len(self.ids)
 
 
+class PackedStructure:
+    """A crystal kept as plain arrays; :meth:`to_structure` builds the pymatgen ``Structure`` when needed.
+
+    Rebuilding tens of thousands of pymatgen objects costs tens of seconds, so cached tables hand these out and
+    records materialise them lazily; content hashes and site counts come straight from the arrays.
+    lattice (3, 3) rows; frac_coords (N, 3); entry_counts (N,) species per site; symbols, z, occupancies per entry.
+    """
+
+    __slots__ = ("lattice", "frac_coords", "entry_counts", "symbols", "z", "occupancies")
+
+    def __init__(self, lattice: np.ndarray, frac_coords: np.ndarray, entry_counts: np.ndarray, symbols: np.ndarray,
+                 z: np.ndarray, occupancies: np.ndarray) -> None:
+        self.lattice, self.frac_coords, self.entry_counts = lattice, frac_coords, entry_counts
+        self.symbols, self.z, self.occupancies = symbols, z, occupancies
+
+    def __len__(self) -> int:
+        return int(self.frac_coords.shape[0])
+
+    def canonical_content(self) -> tuple[np.ndarray, ...]:
+        """Entries per site, Z and occupancy per entry, Cartesian positions, lattice (see ``cache.structure_key``)."""
+        return self.entry_counts, self.z, self.occupancies, self.frac_coords @ self.lattice, self.lattice
+
+    def to_structure(self) -> Any:
+        """The pymatgen ``Structure`` (ordered sites as plain species, disordered ones as composition dicts)."""
+        from pymatgen.core import Lattice, Structure
+
+        symbols, occus = self.symbols.tolist(), self.occupancies.tolist()
+        species: list[Any] = []
+        start = 0
+        for count in self.entry_counts.tolist():
+            if count == 1 and occus[start] == 1.0:
+                species.append(symbols[start])
+            else:
+                species.append({symbols[e]: occus[e] for e in range(start, start + count)})
+            start += count
+        return Structure(Lattice(self.lattice), species, self.frac_coords)
+
+
 def pack_structures(structures: list[Any]) -> dict[str, np.ndarray]:
     """Structures → flat arrays: lattices, fractional coordinates and (species, occupancy) entries with offsets."""
     lattices = np.zeros((len(structures), 3, 3))
     site_counts = np.zeros(len(structures), dtype=np.int64)
     frac, entry_counts, symbols, occus = [], [], [], []
     for k, s in enumerate(structures):
+        if isinstance(s, PackedStructure):
+            lattices[k], site_counts[k] = s.lattice, len(s)
+            frac.append(s.frac_coords)
+            entry_counts.extend(s.entry_counts.tolist())
+            symbols.extend(s.symbols.tolist())
+            occus.extend(s.occupancies.tolist())
+            continue
         lattices[k] = s.lattice.matrix
         site_counts[k] = len(s)
         frac.append(np.asarray(s.frac_coords, dtype=np.float64).reshape(-1, 3))
@@ -60,27 +105,32 @@ def pack_structures(structures: list[Any]) -> dict[str, np.ndarray]:
     }
 
 
-def unpack_structures(arrays: dict[str, np.ndarray]) -> list[Any]:
-    """Inverse of :func:`pack_structures` (ordered sites as plain species, disordered ones as composition dicts)."""
-    from pymatgen.core import Lattice, Structure
-
-    site_off = np.concatenate([[0], np.cumsum(arrays["site_counts"])])
+def unpack_structures(arrays: dict[str, np.ndarray]) -> list[PackedStructure]:
+    """Inverse of :func:`pack_structures`, as lazy :class:`PackedStructure` views into the arrays."""
+    site_off = np.concatenate([[0], np.cumsum(arrays["site_counts"])]).tolist()
     entry_counts = arrays["entry_counts"]
-    entry_off = np.concatenate([[0], np.cumsum(entry_counts)])
-    symbols = arrays["species"].tolist()
-    occus = arrays["occupancies"].tolist()
-    frac = arrays["frac_coords"]
+    entry_off = np.concatenate([[0], np.cumsum(entry_counts)]).tolist()
+    symbols = arrays["species"]
+    unique, inverse = np.unique(symbols, return_inverse=True)
+    z_all = np.asarray([symbol_z(sym) for sym in unique.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+    occus, frac = arrays["occupancies"], arrays["frac_coords"]
     out = []
     for k, lattice in enumerate(arrays["lattices"]):
-        species: list[Any] = []
-        for site in range(site_off[k], site_off[k + 1]):
-            a, b = entry_off[site], entry_off[site + 1]
-            if b - a == 1 and occus[a] == 1.0:
-                species.append(symbols[a])
-            else:
-                species.append({symbols[e]: occus[e] for e in range(a, b)})
-        out.append(Structure(Lattice(lattice), species, frac[site_off[k]:site_off[k + 1]]))
+        s0, s1 = site_off[k], site_off[k + 1]
+        e0, e1 = entry_off[s0], entry_off[s1]
+        out.append(PackedStructure(lattice, frac[s0:s1], entry_counts[s0:s1], symbols[e0:e1], z_all[e0:e1],
+                                   occus[e0:e1]))
     return out
+
+
+def symbol_z(symbol: str) -> int:
+    """Atomic number of a pymatgen species string (``"Fe"``, ``"Fe2+"``); 0 for dummy species."""
+    from pymatgen.core.periodic_table import get_el_sp
+
+    try:
+        return int(getattr(get_el_sp(symbol), "Z", 0))
+    except ValueError:
+        return 0
 
 
 def save_table(table: ParsedTable, path: Path) -> None:
@@ -117,7 +167,9 @@ def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache files are as readable as normally written ones
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
