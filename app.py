@@ -26,6 +26,8 @@ ui.no_checkpoint_notice()
 
 # ---------------------------------------------------------------------------------------------------- model
 refs = ui.all_model_refs()
+if "home_model" not in st.session_state:  # arriving from another page: the shared choice wins (e.g. a fine-tuned model)
+    st.session_state["_keep_home_model"] = ui.current_model_ref()
 ref = ui.widget(st.selectbox, "Model", "home_model", options=refs, default=ui.current_model_ref(),
                 format_func=ui.describe,
                 help="Shipped checkpoints first; a fresh untrained model is offered for exploration.")

@@ -169,7 +169,9 @@ def _numeric_columns(df: pd.DataFrame, exclude: set[str]) -> list[str]:
         if col in exclude:
             continue
         values = pd.to_numeric(df[col], errors="coerce")
-        if values.notna().sum() > 0 and values.notna().mean() >= 0.5:
+        present = df[col].notna()
+        # Numeric = at least one number, and (nearly) every filled cell is a number; empty cells are NaN labels.
+        if values.notna().sum() > 0 and values[present].notna().mean() >= 0.9:
             cols.append(col)
     return cols
 

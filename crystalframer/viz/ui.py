@@ -229,7 +229,9 @@ def show_grid(scenes: list[Scene], height: int = 280, key: str | None = None) ->
 
 def scene_download(view_or_fig: Any, file_stem: str, key: str) -> None:
     """A download button for the drawn scene as a standalone HTML page."""
-    if hasattr(view_or_fig, "to_html"):
+    import plotly.graph_objects as go
+
+    if isinstance(view_or_fig, go.Figure):  # (hasattr() is useless here: py3Dmol views answer every attribute)
         html = view_or_fig.to_html(include_plotlyjs=True, full_html=True)
     else:
         html = render_3dmol.standalone_html(view_or_fig, title=file_stem, app_root=APP_ROOT)

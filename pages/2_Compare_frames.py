@@ -1,0 +1,108 @@
+"""Compare frames: max vs weighted-PCA (and static / PCA / lattice) on the same weights, against the coordination
+polyhedron found by CrystalNN."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from crystalframer.analysis.attention import symbols_of
+from crystalframer.analysis.compare import (FRAME_METHOD_LABELS, alignment_summary, alignment_table,
+                                            comparable_methods, coordination_environment, coordination_overview)
+from crystalframer.structure import StructureError
+from crystalframer.viz import charts, ui
+from crystalframer.viz.scene import attention_scene
+
+st.set_page_config(page_title="Compare frames · CrystalFramer", page_icon="🔷", layout="wide")
+st.title("Compare frames")
+ui.sidebar()
+ref, model = ui.current_model()
+label, structure = ui.current_structure()
+ui.untrained_warning(model)
+skey = ui.structure_key(structure)
+
+
+@st.cache_data(show_spinner="Finding coordination polyhedra (CrystalNN)…", max_entries=32)
+def _overview(key: str, _structure):
+    return coordination_overview(_structure)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _environment(key: str, site: int, _structure):
+    return coordination_environment(_structure, site)
+
+
+symbols = [str(s) for s in symbols_of([site.specie.Z if site.is_ordered else
+                                       max(site.species.items(), key=lambda kv: kv[1])[0].Z for site in structure])]
+
+st.subheader("Coordination polyhedra")
+st.caption("Ligands from pymatgen's CrystalNN; the polyhedron named by LocalStructOrderParams on the cluster of the "
+           "ligand images (1 = ideal).")
+st.dataframe(_overview(skey, structure).style.format({"order parameter": "{:.2f}"}), hide_index=True)
+
+overview = _overview(skey, structure)
+polyhedra = overview[overview["geometry"].isin(["octahedral", "tetrahedral"])]
+default_atom = int((polyhedra if len(polyhedra) else overview)["site"].iloc[0])
+atom = ui.widget(st.selectbox, "Centre atom", "cmp_atom", options=list(range(len(structure))), default=default_atom,
+                 format_func=lambda i: f"{i}: {symbols[i]}")
+env = _environment(skey, int(atom), structure)
+st.markdown(f"**{env.describe()}**")
+with st.expander("Ligands and order parameters"):
+    st.dataframe(env.ligands, hide_index=True)
+    st.json({k: round(v, 4) for k, v in env.scores.items()})
+
+methods_available = comparable_methods(model)
+if not methods_available:
+    st.info(f"{ui.describe(ref)} was trained without frames (frame_method='none'): there are no angle weights to "
+            "run other frame methods on. Choose a model with frames on the Home page.")
+    st.stop()
+
+c1, c2 = st.columns([3, 1])
+with c1:
+    methods = ui.widget(st.multiselect, "Frame methods (same weights; the model's own is exact, the others are "
+                        "probes)", "cmp_methods", options=methods_available,
+                        default=[m for m in ("max", "weighted_pca", "static") if m in methods_available],
+                        format_func=lambda m: FRAME_METHOD_LABELS.get(m, m))
+with c2:
+    head = ui.widget(st.selectbox, "Head (3D views)", "cmp_head", options=list(range(model.config.num_heads)),
+                     default=0, format_func=lambda h: f"head {h}")
+directed = st.checkbox("Axis direction matters (angle to the bond vector, not the bond line)", value=True,
+                       key="cmp_directed")
+if not methods:
+    st.info("Pick at least one frame method.")
+    st.stop()
+
+try:
+    inspections = {m: ui.inspect(ref, model, structure, method=m) for m in methods}
+except StructureError as exc:
+    st.error(f"The model cannot take this structure: {exc}")
+    st.stop()
+
+st.subheader("Frames per layer")
+for method in methods:
+    insp = inspections[method]
+    st.markdown(f"**{FRAME_METHOD_LABELS.get(method, method)}**" +
+                (" (the model's own method)" if method == model.config.frame_method else ""))
+    scenes = [attention_scene(insp, k, int(atom), int(head), title=f"layer {k + 1}")
+              for k in range(len(insp.layers))]
+    ui.show_grid(scenes, height=260, key=f"cmp_strip_{method}")
+
+st.subheader("Frame axes vs centre→ligand bonds")
+if env.cn == 0:
+    st.info("CrystalNN found no ligands for this atom.")
+    st.stop()
+table = alignment_table(inspections, int(atom), env, directed=directed)
+st.plotly_chart(charts.alignment_chart(table), width="stretch", key="cmp_chart")
+summary = alignment_summary(table)
+lines = []
+for method in methods:
+    sub = summary[summary["method"] == method]
+    if not sub.empty:
+        lines.append(f"{FRAME_METHOD_LABELS.get(method, method)}: median angle {sub['median'].median():.1f}°, "
+                     f"{100 * sub['within 10°'].mean():.0f}% of (layer, head, axis) within 10° of a bond")
+st.markdown("\n".join(f"- {line}" for line in lines))
+st.dataframe(summary.style.format({"mean": "{:.2f}", "median": "{:.2f}", "max": "{:.2f}", "within 10°": "{:.0%}"}),
+             hide_index=True)
+with st.expander("Every layer, head and axis"):
+    st.dataframe(table, hide_index=True)
+st.download_button("Alignment table (CSV)", table.to_csv(index=False), file_name="frame_bond_alignment.csv",
+                   mime="text/csv", key="cmp_dl")

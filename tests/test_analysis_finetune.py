@@ -1,0 +1,75 @@
+"""The page's fine-tuning loop: trains a copy, never the original; checkpoints reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crystalframer import load_model, save_checkpoint
+from crystalframer.analysis.models import fresh_model
+from crystalframer.analysis.perturb import strain
+from crystalframer.examples import get_example, list_examples
+from crystalframer.finetune import FinetuneStopped, finetune
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Small crystals labelled with their volume per atom (a real, computable property)."""
+    structures = [get_example(n) for n in list_examples()[:6]]
+    structures += [strain(s, 0.03).structure for s in structures[:4]]
+    return structures, np.array([s.volume / len(s) for s in structures])
+
+
+def test_finetune_copy_history_and_checkpoint(tmp_path, data):
+    structures, y = data
+    model = fresh_model("max")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    result = finetune(model, structures[:8], y[:8], structures[8:], y[8:], epochs=2, lr=3e-4, batch_size=4,
+                      callback=lambda e, loss, mae: seen.append((e, loss, mae)), target_name="volume_per_atom",
+                      target_unit="Å^3/atom")
+    new, history = result  # unpacks as (model, history)
+    assert new is not model
+    assert [h["epoch"] for h in history] == [1, 2] and [s[0] for s in seen] == [1, 2]
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_mae"]) for h in history)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the original is untouched
+    assert model.config.target_names == ["untrained_output"]
+    assert new.config.target_names == ["volume_per_atom"] and new.config.target_units == ["Å^3/atom"]
+    assert float(new.target_mean[0]) == pytest.approx(y[:8].mean())
+    assert not new.training
+    assert result.val_pred.shape == (2,) and result.train_pred.shape == (8,)
+    path = save_checkpoint(new, tmp_path / "ft", info=result.info)
+    again = load_model(path)
+    assert again.checkpoint_info["info"]["target"] == "volume_per_atom"
+    assert np.allclose(again.predict(structures[8:])[:, 0], result.val_pred, atol=1e-5)
+
+
+def test_freeze_encoder_only_moves_the_head(data):
+    structures, y = data
+    model = fresh_model("max")
+    result = finetune(model, structures[:6], y[:6], structures[6:8], y[6:8], epochs=1, lr=1e-3,
+                      freeze_encoder=True, batch_size=6, target_name="volume_per_atom")
+    new = result.model
+    for (name, p_old), p_new in zip(model.named_parameters(), new.parameters()):
+        if name.startswith(("embedding", "blocks")):
+            assert torch.equal(p_old, p_new), name
+    assert any(not torch.equal(a, b) for a, b in zip(model.head.parameters(), new.head.parameters()))
+    assert all(p.requires_grad for p in new.parameters())
+
+
+def test_callback_can_stop_and_bad_input(data):
+    structures, y = data
+    model = fresh_model("max")
+
+    def stop(epoch, loss, mae):
+        raise FinetuneStopped
+
+    result = finetune(model, structures[:4], y[:4], [], [], epochs=5, callback=stop, target_name="v")
+    assert len(result.history) == 1 and result.info["stopped_early"]
+    assert np.isnan(result.history[0]["val_mae"])
+    with pytest.raises(ValueError, match="NaN"):
+        finetune(model, structures[:2], [1.0, np.nan], [], [], epochs=1)
+    with pytest.raises(ValueError):
+        finetune(model, structures[:2], [1.0], [], [], epochs=1)
