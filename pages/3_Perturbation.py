@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from crystalframer.analysis import models as registry
 from crystalframer.analysis.perturb import DEFAULT_MAGNITUDES, PERTURBATIONS, STRAIN_MODES, SWITCH_DEGREES, sweep
 from crystalframer.analysis.perturb import sweep_summary
 from crystalframer.analysis.structures import element_symbols
@@ -26,12 +27,8 @@ refs = ui.all_model_refs()
 
 
 def _default_models() -> list[str]:
-    chosen = [current]
-    for other in ("ckpt:mp-eform-wpca", "ckpt:mp-eform-max", "fresh:weighted_pca", "fresh:max"):
-        if other in refs and other not in chosen and other.split(":")[0] == current.split(":")[0]:
-            chosen.append(other)
-            break
-    return chosen
+    other = registry.companion_ref(current, refs)
+    return [current] + ([other] if other else [])
 
 
 st.caption(f"Structure: {label}. Each perturbed structure is evaluated by every chosen model (the same perturbed "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import SHIPPED_DIR, WEIGHTS_FILE, load_model
+from ..checkpoint import SHIPPED_DIR, WEIGHTS_FILE, load_model, read_metadata
 from ..config import ModelConfig
 from ..model import CrystalFramer
 
@@ -28,7 +28,7 @@ FRESH_METHODS = ("max", "weighted_pca", "none")
 FRESH_SEED = 0
 
 __all__ = ["ENV_VAR", "checkpoint_dirs", "available_checkpoints", "model_refs", "describe_ref", "build_model",
-           "fresh_model", "model_summary", "is_untrained"]
+           "fresh_model", "model_summary", "is_untrained", "frame_method_of", "companion_ref"]
 
 
 def checkpoint_dirs() -> list[Path]:
@@ -126,3 +126,32 @@ def model_summary(model: CrystalFramer) -> dict[str, Any]:
         "path": meta.get("path", ""),
         "code_version": meta.get("code_version", ""),
     }
+
+
+def frame_method_of(ref: str) -> str | None:
+    """The frame method of a model reference, read from checkpoint metadata (no weights loaded)."""
+    kind, _, value = ref.partition(":")
+    try:
+        if kind == "fresh":
+            return value
+        if kind == "ckpt":
+            path = available_checkpoints().get(value)
+            return None if path is None else read_metadata(path)["config"].get("frame_method", "max")
+        if kind == "path":
+            return read_metadata(value)["config"].get("frame_method", "max")
+    except Exception:  # unreadable checkpoints are reported when loaded, not here
+        return None
+    return None
+
+
+def companion_ref(ref: str, refs: list[str]) -> str | None:
+    """Another model of the same kind to compare with: weighted-PCA for a max model, max otherwise."""
+    kind = ref.partition(":")[0]
+    method = frame_method_of(ref)
+    wanted = ["weighted_pca", "max"] if method == "max" else ["max", "weighted_pca"]
+    candidates = [r for r in refs if r != ref and r.partition(":")[0] == kind]
+    for target in wanted:
+        for other in candidates:
+            if other != ref and frame_method_of(other) == target and target != method:
+                return other
+    return None
