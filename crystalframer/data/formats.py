@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -199,8 +200,8 @@ def expand_paths(paths: str | Path | list[str | Path] | tuple[str | Path, ...], 
 
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     for item in items:
-        text = str(item)
-        path = Path(text).expanduser()
+        text = os.path.expanduser(str(item))
+        path = Path(text)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             yield from ((p, False) for p in sorted(path.glob(pattern)) if p.is_file() and detect_format(p))
