@@ -77,13 +77,20 @@ def _from_ase(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return species, positions, lattice, numbers
 
 
+def _is_ase_atoms(obj: Any) -> bool:
+    try:
+        from ase import Atoms
+    except ImportError:  # pragma: no cover - ase is a dependency
+        return False
+    return isinstance(obj, Atoms)
+
+
 def to_arrays(structure: Any, max_atoms: int = DEFAULT_MAX_ATOMS) -> CrystalArrays:
     """Convert and validate. Raises :class:`StructureError` with a clear message on bad input."""
-    kind = type(structure).__module__
-    if kind.startswith("pymatgen"):
-        species, positions, lattice, numbers = _from_pymatgen(structure)
-    elif kind.startswith("ase"):
+    if _is_ase_atoms(structure):  # first: pymatgen's MSONAtoms is an ASE Atoms living in a pymatgen module
         species, positions, lattice, numbers = _from_ase(structure)
+    elif hasattr(structure, "lattice") and hasattr(structure, "sites"):
+        species, positions, lattice, numbers = _from_pymatgen(structure)
     elif isinstance(structure, CrystalArrays):
         species, positions, lattice, numbers = (
             structure.species, structure.positions, structure.lattice, structure.atomic_numbers)
