@@ -89,7 +89,7 @@ if kind == "supercell" and atoms_max > 600:
     st.warning("That supercell is large: this may take a while on a small machine.")
 
 if st.button("Run sweep", type="primary", key="pert_run", disabled=not model_refs):
-    models = {ui.describe(r): ui.get_model(r) for r in model_refs}
+    models = {ui.short_label(r): ui.get_model(r) for r in model_refs}
     bar = st.progress(0.0, text="sweeping…")
     try:
         df = sweep(models, structure, kind, magnitudes, samples=int(samples), seed=int(seed),

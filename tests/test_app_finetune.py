@@ -120,7 +120,7 @@ def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
     at.button(key="ft_use").click().run()
     assert not at.exception
     assert at.session_state["cf_model_ref"] == "session:my-volume-model"
-    at.switch_page("app.py").run()
+    at.switch_page("pages/0_Home.py").run()
     assert not at.exception
     assert at.selectbox(key="home_model").value == "session:my-volume-model"
     assert any("volume_per_atom" in m.label for m in at.metric)

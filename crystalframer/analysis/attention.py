@@ -98,7 +98,8 @@ def frame_of(insp: Inspection, layer: int, atom: int, head: int | None = None) -
     return lay.frames[atom, head]
 
 
-def attention_records(insp: Inspection, atoms: list[int] | None = None, layers: list[int] | None = None) -> pd.DataFrame:
+def attention_records(insp: Inspection, atoms: list[int] | None = None,
+                      layers: list[int] | None = None) -> pd.DataFrame:
     """Long table of every image-edge: layer, i, j, elements, image n, r (Å), distance, one weight column per head."""
     symbols = symbols_of(insp.atomic_numbers)
     frames = []

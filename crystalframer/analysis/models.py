@@ -84,8 +84,8 @@ def fresh_model(frame_method: str = "max", seed: int = FRESH_SEED) -> CrystalFra
         torch.random.set_rng_state(state)
     model.calibrate([get_example(name) for name in list_examples()])
     model.eval()
-    model.checkpoint_info = {"info": {"untrained": True, "note": "fresh initialisation, seed %d" % seed},  # type: ignore[attr-defined]
-                             "path": "", "code_version": ""}
+    info = {"untrained": True, "note": f"fresh initialisation, seed {seed}"}
+    model.checkpoint_info = {"info": info, "path": "", "code_version": ""}  # type: ignore[attr-defined]
     return model
 
 

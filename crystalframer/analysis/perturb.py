@@ -6,7 +6,8 @@ an equivariant frame satisfies F' = F Rᵀ, i.e. e_k' = R e_k, and the compariso
 
 Frame change metrics, per (layer, atom, head):
 * e1 angle: angle between e1 of the original and the (back-rotated) e1 of the perturbed structure, degrees;
-* frame angle: the rotation angle of F'ᵀ… i.e. of the relative rotation between the two frames, degrees;
+* e1 line angle: the same ignoring the sign of e1 (≤ 90°), i.e. how much the axis *line* turned;
+* frame angle: the angle of the relative rotation F' Fᵀ between the two frames, degrees;
 * switched: e1 angle above a threshold (default 20°) — a discrete jump, not a smooth tilt.
 """
 
@@ -144,7 +145,8 @@ def frame_change(base: Inspection, pert: Inspection, mapping: np.ndarray, rotati
                  switch_degrees: float = SWITCH_DEGREES) -> dict[str, float]:
     """e1 angle (mean, max), frame rotation angle (mean) and switched fraction over layers × atoms × heads."""
     if not base.layers or base.layers[0].frames is None or pert.layers[0].frames is None:
-        return {"e1 angle mean": np.nan, "e1 angle max": np.nan, "frame angle mean": np.nan, "switched": np.nan}
+        return {"e1 angle mean": np.nan, "e1 angle max": np.nan, "e1 line angle mean": np.nan,
+                "frame angle mean": np.nan, "switched": np.nan}
     e1_angles, frame_angles = [], []
     for lb, lp in zip(base.layers, pert.layers):
         fb = lb.frames[mapping]  # (N', H, 3, 3)
@@ -156,8 +158,10 @@ def frame_change(base: Inspection, pert: Inspection, mapping: np.ndarray, rotati
         frame_angles.append(np.degrees(np.arccos(trace)).ravel())
     e1 = np.concatenate(e1_angles)
     fa = np.concatenate(frame_angles)
+    line = np.minimum(e1, 180.0 - e1)  # ignoring the axis sign (what a PCA-type axis cannot decide)
     return {"e1 angle mean": float(e1.mean()), "e1 angle max": float(e1.max()),
-            "frame angle mean": float(fa.mean()), "switched": float((e1 > switch_degrees).mean())}
+            "e1 line angle mean": float(line.mean()), "frame angle mean": float(fa.mean()),
+            "switched": float((e1 > switch_degrees).mean())}
 
 
 def sweep(models: dict[str, CrystalFramer], structure: Structure, kind: str, magnitudes: Sequence[float],
@@ -208,5 +212,5 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean over samples per model, target and magnitude."""
     if df.empty:
         return df
-    cols = ["|delta|", "e1 angle mean", "e1 angle max", "frame angle mean", "switched"]
+    cols = ["|delta|", "e1 angle mean", "e1 angle max", "e1 line angle mean", "frame angle mean", "switched"]
     return df.groupby(["model", "target", "magnitude"], as_index=False)[cols].mean()

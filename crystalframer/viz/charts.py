@@ -80,13 +80,15 @@ def perturbation_chart(df: pd.DataFrame, target: str | None = None, magnitude_la
         for c, col in enumerate(["|delta|", "e1 angle mean", "switched"], start=1):
             fig.add_trace(go.Scatter(x=sub["magnitude"], y=sub[col], mode="markers", marker={"color": color,
                                      "opacity": 0.35, "size": 6}, showlegend=False, legendgroup=model,
-                                     hovertemplate=f"{model}<br>{magnitude_label}=%{{x}}<br>{col}=%{{y:.3g}}<extra></extra>"),
+                                     hovertemplate=(f"{model}<br>{magnitude_label}=%{{x}}<br>{col}=%{{y:.3g}}"
+                                                    "<extra></extra>")),
                           row=1, col=c)
             fig.add_trace(go.Scatter(x=mean["magnitude"], y=mean[col], mode="lines+markers", name=model,
                                      legendgroup=model, showlegend=(c == 1), line={"color": color}), row=1, col=c)
             fig.update_xaxes(title_text=magnitude_label, type="log" if log_x else "linear", row=1, col=c)
     fig.update_yaxes(range=[-0.02, 1.02], row=1, col=3)
-    fig.update_layout(height=360, margin={"l": 50, "r": 10, "t": 40, "b": 40})
+    fig.update_layout(height=420, margin={"l": 50, "r": 10, "t": 40, "b": 40},
+                      legend={"orientation": "h", "y": -0.25, "x": 0.0})
     return fig
 
 

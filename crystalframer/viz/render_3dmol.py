@@ -87,8 +87,8 @@ def _draw(view, scene: Scene, viewer: tuple[int, int] | None = None, labels: Seq
             spec.update({"hoverable": True, "hover_callback": on, "unhover_callback": off})
         view.addSphere(spec, **kw)
     for arrow in scene.arrows:
-        view.addArrow({"start": _xyz(arrow.start), "end": _xyz(arrow.end), "radius": 0.09, "radiusRatio": 2.0,
-                       "mid": 0.78, "color": arrow.color}, **kw)
+        view.addArrow({"start": _xyz(arrow.start), "end": _xyz(arrow.end), "radius": 0.11, "radiusRatio": 2.2,
+                       "mid": 0.75, "color": arrow.color}, **kw)
     for k in labels:
         atom = scene.atoms[k]
         view.addLabel(atom.label, {"position": _xyz(atom.position), "fontSize": 11, "fontColor": "black",
@@ -101,8 +101,8 @@ def _draw(view, scene: Scene, viewer: tuple[int, int] | None = None, labels: Seq
 def _orient(view, viewer: tuple[int, int] | None = None) -> None:
     """A slightly oblique starting view (as in the paper's figures) instead of looking straight down z."""
     kw = {"viewer": viewer} if viewer is not None else {}
-    view.rotate(-70, {"x": 1, "y": 0, "z": 0}, **kw)
-    view.rotate(-20, {"x": 0, "y": 1, "z": 0}, **kw)
+    view.rotate(-28, {"x": 0, "y": 1, "z": 0}, **kw)
+    view.rotate(18, {"x": 1, "y": 0, "z": 0}, **kw)
 
 
 def scene_view(scene: Scene, width: int = 640, height: int = 480, js_url: str | None = None,

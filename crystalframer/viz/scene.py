@@ -73,7 +73,8 @@ def cell_edges(lattice: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return edges
 
 
-def cell_images(positions: np.ndarray, lattice: np.ndarray, tol: float = 0.02) -> list[tuple[int, tuple[int, int, int]]]:
+def cell_images(positions: np.ndarray, lattice: np.ndarray,
+                tol: float = 0.02) -> list[tuple[int, tuple[int, int, int]]]:
     """(j, n) for every atom j and translation n whose image p_j + nL lies in the cell [−tol, 1+tol]³ (fractional).
 
     Includes the images on faces, edges and corners (as crystal drawings do); n is relative to the input
@@ -113,7 +114,7 @@ def structure_scene(positions: np.ndarray, numbers: np.ndarray, lattice: np.ndar
 
 def attention_scene(insp: Inspection, layer: int, atom: int, head: int | None = None, show_frame: bool = True,
                     min_opacity: float = 0.12, neighbor_cutoff: float = 0.01, gamma: float = 0.5,
-                    arrow_length: float | None = None, radius_scale: float = 0.45,
+                    arrow_length: float | None = None, radius_scale: float = 0.32,
                     frames: np.ndarray | None = None, title: str = "") -> Scene:
     """Scene of one layer's attention from ``atom`` (one head, or the head mean when ``head`` is None).
 
@@ -159,7 +160,7 @@ def attention_scene(insp: Inspection, layer: int, atom: int, head: int | None = 
         label = (f"{symbols[j]} j={j} n=[{n[0]} {n[1]} {n[2]}] d={dk:.3f} Å w={wk:.4f}" if not is_target else
                  f"target {symbols[j]} {j} (self weight {wk:.4f})")
         scene.atoms.append(SceneAtom(element=symbols[j], position=pos, color=element_color(numbers[j]),
-                                     radius=radius_scale * element_radius(numbers[j]) * (1.15 if is_target else 1.0),
+                                     radius=radius_scale * element_radius(numbers[j]),
                                      opacity=float(opacity), label=label, role=role, index=j, image=n, weight=wk))
     if show_frame and head is not None:
         frame = frames if frames is not None else lay.frames[atom, head] if lay.frames is not None else None
@@ -167,7 +168,7 @@ def attention_scene(insp: Inspection, layer: int, atom: int, head: int | None = 
             frame = np.asarray(frame)
             if frame.ndim == 3:
                 frame = frame[head]
-            length = arrow_length or max(1.2, 0.35 * float(np.min(np.linalg.norm(lattice, axis=1))))
+            length = arrow_length or max(1.8, 0.5 * float(np.min(np.linalg.norm(lattice, axis=1))))
             start = positions[atom]
             for k in range(3):
                 scene.arrows.append(SceneArrow(start=start, end=start + length * frame[k], color=AXIS_COLORS[k],

@@ -86,6 +86,16 @@ def describe(ref: str) -> str:
     return model_registry.describe_ref(ref)
 
 
+def short_label(ref: str) -> str:
+    """A compact name for charts: the checkpoint name, or e.g. "untrained max"."""
+    kind, _, value = ref.partition(":")
+    if kind == "fresh":
+        return f"untrained {value}"
+    if kind == "path":
+        return Path(value).parent.name if Path(value).suffix else Path(value).name
+    return value
+
+
 def get_model(ref: str) -> CrystalFramer:
     """The shared, read-only model for ``ref`` (never modify it: copy first)."""
     if ref.startswith(SESSION_PREFIX):
@@ -218,7 +228,7 @@ def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: 
 def show_grid(scenes: list[Scene], height: int = 280, key: str | None = None) -> Any:
     if renderer() == RENDERERS[0]:
         url, _ = render_3dmol.js_source(APP_ROOT)
-        width = max(180, int(1000 / max(1, len(scenes))))
+        width = max(160, int(900 / max(1, len(scenes))))
         view = render_3dmol.grid_view(scenes, width=width, height=height, js_url=url)
         embed_html(render_3dmol.view_html(view), height=height + 12)
         return view
