@@ -119,17 +119,18 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def _select_direction(edges: list[ImageEdge], scores: list[float], eligible: list[bool],
-                      tie_weights: list[float]) -> tuple[np.ndarray | None, bool]:
+                      tie_weights: list[float]) -> tuple[np.ndarray | None, bool, bool]:
     """Unit vector of the eligible edge with the highest score, oriented by the ±t tie rule.
 
-    Returns (direction or None if nothing is eligible, ambiguous-sign flag).
+    Returns (direction or None if nothing is eligible, ambiguous-sign flag, whether a ±t tie was decided by the
+    third moment).
     """
     best = -1
     for m in range(len(edges)):
         if eligible[m] and (best < 0 or scores[m] > scores[best]):
             best = m
     if best < 0:
-        return None, False
+        return None, False, False
     r_star = edges[best].r
     u = edges[best].unit
     tol = TIE_REL * (1.0 + abs(scores[best]))
@@ -141,27 +142,28 @@ def _select_direction(edges: list[ImageEdge], scores: list[float], eligible: lis
         if float(s @ s) < 1e-12 * (1.0 + edges[best].d2) and scores[m] >= scores[best] - tol:
             tied = True
     if not tied:
-        return u.copy(), False
+        return u.copy(), False, False
     moment = 0.0
     scale = 0.0
     for m in range(len(edges)):
         moment += tie_weights[m] * float(u @ edges[m].r) ** 3
         scale += tie_weights[m] * edges[m].dist ** 3
     if abs(moment) <= AMBIGUOUS_MOMENT * scale:
-        return u.copy(), True
-    return (u.copy() if moment > 0 else -u), False
+        return u.copy(), True, False
+    return (u.copy() if moment > 0 else -u), False, True
 
 
 def reference_max_frame(edges: list[ImageEdge], scores: list[float],
-                        tie_weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
+                        tie_weights: list[float]) -> tuple[np.ndarray, np.ndarray, int]:
     """Max frame from per-edge log-weights ``scores`` (logits for ``max``, a|r|² for ``static``).
 
-    Returns (3, 3) rows e1, e2, e3 and a (3,) ambiguous-sign mask.
+    Returns (3, 3) rows e1, e2, e3, a (3,) ambiguous-sign mask and the number of ±t ties (0-2) that the third
+    moment decided.
     """
     eligible1 = [e.nonzero for e in edges]
-    e1, amb1 = _select_direction(edges, scores, eligible1, tie_weights)
+    e1, amb1, tie1 = _select_direction(edges, scores, eligible1, tie_weights)
     if e1 is None:
-        return np.eye(3), np.zeros(3, dtype=bool)
+        return np.eye(3), np.zeros(3, dtype=bool), 0
     scores2: list[float] = []
     eligible2: list[bool] = []
     for m, e in enumerate(edges):
@@ -172,12 +174,12 @@ def reference_max_frame(edges: list[ImageEdge], scores: list[float],
         c = float(e1 @ e.unit)
         eligible2.append(abs(c) < PARALLEL_LIMIT)
         scores2.append(scores[m] + math.log(max(1.0 - abs(c), LOG_FLOOR)))
-    t2, amb2 = _select_direction(edges, scores2, eligible2, tie_weights)
+    t2, amb2, tie2 = _select_direction(edges, scores2, eligible2, tie_weights)
     if t2 is None:
-        return np.eye(3), np.zeros(3, dtype=bool)
+        return np.eye(3), np.zeros(3, dtype=bool), int(tie1)
     e2 = _normalize(t2 - float(e1 @ t2) * e1)
     e3 = np.array([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]])
-    return np.stack([e1, e2, e3]), np.array([amb1, amb2, amb1 or amb2])
+    return np.stack([e1, e2, e3]), np.array([amb1, amb2, amb1 or amb2]), int(tie1) + int(tie2)
 
 
 def reference_weighted_pca_frame(edges: list[ImageEdge], logits: list[float], weights: list[float], noise: float,
@@ -234,6 +236,7 @@ class ReferenceResult:
     ambiguous: list[np.ndarray] = field(default_factory=list)  # per layer (N, H, 3) bool
     attention: list[list[list[np.ndarray]]] = field(default_factory=list)  # [layer][i][h] -> (E_i,)
     edges: list[list[ImageEdge]] = field(default_factory=list)
+    decisive_ties: int = 0  # max/static axes whose ±t tie was oriented by the third moment
 
 
 def _softmax(values: list[float]) -> list[float]:
@@ -324,10 +327,12 @@ def reference_forward(weights: dict[str, np.ndarray], config, positions: np.ndar
                 if not use_angles:
                     continue
                 if method == "max":
-                    fr, amb = reference_max_frame(edges[i], logits, attn)
+                    fr, amb, ties = reference_max_frame(edges[i], logits, attn)
+                    result.decisive_ties += ties
                 elif method == "static":
                     static = [a[i, h] * e.d2 for e in edges[i]]
-                    fr, amb = reference_max_frame(edges[i], static, _softmax(static))
+                    fr, amb, ties = reference_max_frame(edges[i], static, _softmax(static))
+                    result.decisive_ties += ties
                 else:
                     fr, amb = reference_weighted_pca_frame(edges[i], logits, attn, cfg.symm_break_noise,
                                                            cfg.pca_det_threshold, cfg.pca_unit_vectors)
@@ -433,8 +438,57 @@ def skewed_triclinic_cell(seed: int = 2):
     return rattle(Structure(lat, ["Mg", "Si", "N"], frac), 0.05, seed)
 
 
+def short_axis_cell(seed: int = 9):
+    """A rattled 3-atom cell with one short (2.45 Å) lattice vector: an atom's own images ±a are its nearest and
+    highest-weight neighbours, so ±t ties (oriented by the third moment) occur in almost every frame."""
+    from pymatgen.core import Lattice, Structure
+
+    lat = Lattice.from_parameters(2.45, 4.6, 5.3, 88.0, 95.0, 101.0)
+    return rattle(Structure(lat, ["Li", "H", "C"], [[0, 0, 0], [0.5, 0.45, 0.55], [0.1, 0.0, 0.5]]), 0.05, seed)
+
+
 def srtio3():
     from pymatgen.core import Lattice, Structure
 
     return Structure(Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared test helper: a float64 model whose angle features matter
+# ---------------------------------------------------------------------------------------------------------------
+def make_model(method: str, calibration_structures, seed: int = 0, angle_gain: float = 20.0, config=None,
+               target_mean=1.0, target_std=2.0):
+    """A calibrated float64 model in eval mode, with randomised biases and amplified position encodings so that
+    every part of the forward pass (angle features in particular) moves the prediction."""
+    import torch
+
+    from crystalframer import CrystalFramer, ModelConfig
+
+    cfg = config if config is not None else ModelConfig(frame_method=method)
+    torch.manual_seed(seed)
+    model = CrystalFramer(cfg).double()
+    gen = torch.Generator().manual_seed(seed + 12345)
+
+    def noise(t: torch.Tensor, scale: float) -> torch.Tensor:
+        return scale * torch.randn(t.shape, generator=gen, dtype=torch.float64)
+
+    with torch.no_grad():
+        for block in model.blocks:
+            att = block.attn
+            att.in_proj.bias.copy_(noise(att.in_proj.bias, 0.1))
+            att.out_proj.bias.copy_(noise(att.out_proj.bias, 0.05))
+            block.ff1.bias.copy_(noise(block.ff1.bias, 0.05))
+            block.ff2.bias.copy_(noise(block.ff2.bias, 0.05))
+            att.pe_dist_proj.mul_(3.0)
+            if att.pe_angle_proj is not None:
+                att.pe_angle_proj.mul_(angle_gain)
+        for lin in (model.head[0], model.head[2]):
+            lin.bias.copy_(noise(lin.bias, 0.1))
+    n = cfg.n_targets
+    mean = np.array(np.broadcast_to(np.asarray(target_mean, dtype=np.float64), (n,)))
+    std = np.array(np.broadcast_to(np.asarray(target_std, dtype=np.float64), (n,)))
+    model.set_target_normalization(mean, std)
+    model.calibrate(list(calibration_structures))
+    model.eval()
+    return model
