@@ -105,7 +105,7 @@ def _orient(view, viewer: tuple[int, int] | None = None) -> None:
     view.rotate(18, {"x": 1, "y": 0, "z": 0}, **kw)
 
 
-def scene_view(scene: Scene, width: int = 640, height: int = 480, js_url: str | None = None,
+def scene_view(scene: Scene, width: int | str = 640, height: int = 480, js_url: str | None = None,
                labels: Sequence[int] = (), hover: bool = True):
     """A py3Dmol view of one scene."""
     import py3Dmol
@@ -117,13 +117,16 @@ def scene_view(scene: Scene, width: int = 640, height: int = 480, js_url: str | 
     return view
 
 
-def grid_view(scenes: Sequence[Scene], width: int = 240, height: int = 260, js_url: str | None = None,
+def grid_view(scenes: Sequence[Scene], width: int | None = 240, height: int = 260, js_url: str | None = None,
               linked: bool = True, hover: bool = False):
-    """Scenes side by side in one canvas (rotations linked), like the paper's per-layer figure."""
+    """Scenes side by side in one canvas (rotations linked), like the paper's per-layer figure.
+
+    ``width`` is per panel in pixels; None fills the container (100%)."""
     import py3Dmol
 
     n = max(1, len(scenes))
-    view = py3Dmol.view(width=width * n, height=height, viewergrid=(1, n), linked=linked, js=js_url or cdn_url())
+    total = "100%" if width is None else width * n
+    view = py3Dmol.view(width=total, height=height, viewergrid=(1, n), linked=linked, js=js_url or cdn_url())
     for c, scene in enumerate(scenes):
         _draw(view, scene, viewer=(0, c), hover=hover)
         _orient(view, viewer=(0, c))

@@ -24,7 +24,7 @@ def _level(opacity: float) -> float:
 
 
 def add_scene(fig: go.Figure, scene: Scene, row: int | None = None, col: int | None = None,
-              marker_scale: float = 28.0, showlegend: bool = True) -> None:
+              marker_scale: float = 55.0, showlegend: bool = True) -> None:
     where = {"row": row, "col": col} if row is not None else {}
     xs, ys, zs = [], [], []
     for p0, p1 in scene.cell:
@@ -60,9 +60,14 @@ def add_scene(fig: go.Figure, scene: Scene, row: int | None = None, col: int | N
                               hoverinfo="skip", name=arrow.label), **where)
 
 
+CAMERA = {"eye": {"x": 2.1, "y": 1.0, "z": 0.75}, "up": {"x": 0, "y": 0, "z": 1}}
+
+
 def _axis_layout() -> dict:
+    """Hidden axes, true proportions, and an oblique view (Plotly's default looks down the body diagonal, which
+    folds a cubic cell into a hexagon)."""
     blank = {"visible": False, "showbackground": False}
-    return {"xaxis": blank, "yaxis": blank, "zaxis": blank, "aspectmode": "data"}
+    return {"xaxis": blank, "yaxis": blank, "zaxis": blank, "aspectmode": "data", "camera": CAMERA}
 
 
 def scene_figure(scene: Scene, height: int = 520) -> go.Figure:
@@ -79,7 +84,7 @@ def grid_figure(scenes: Sequence[Scene], height: int = 320) -> go.Figure:
     fig = make_subplots(rows=1, cols=n, specs=[[{"type": "scene"}] * n],
                         subplot_titles=[s.title for s in scenes], horizontal_spacing=0.01)
     for c, scene in enumerate(scenes, start=1):
-        add_scene(fig, scene, row=1, col=c, marker_scale=20.0, showlegend=(c == 1))
+        add_scene(fig, scene, row=1, col=c, marker_scale=32.0, showlegend=(c == 1))
     layout = {("scene" if c == 1 else f"scene{c}"): _axis_layout() for c in range(1, n + 1)}
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0}, **layout)
     return fig

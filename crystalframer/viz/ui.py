@@ -173,7 +173,17 @@ def predict_with_spread(ref: str, model: CrystalFramer, structure: Structure, sa
 # ----------------------------------------------------------------------------------------------------------------
 # page furniture
 # ----------------------------------------------------------------------------------------------------------------
+RENDERER_ENV = "CRYSTALFRAMER_RENDERER"
+
+
 def default_renderer() -> str:
+    """$CRYSTALFRAMER_RENDERER ("3dmol" or "plotly") if set; else 3Dmol.js when fetched locally, else Plotly
+    (which needs no network, so a fresh offline machine still shows 3D)."""
+    forced = os.environ.get(RENDERER_ENV, "").strip().lower()
+    if forced in ("3dmol", "3dmol.js", "py3dmol"):
+        return RENDERERS[0]
+    if forced == "plotly":
+        return RENDERERS[1]
     return RENDERERS[0] if render_3dmol.local_js_path(APP_ROOT) is not None else RENDERERS[1]
 
 
@@ -217,7 +227,7 @@ def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: 
     """Draw a scene with the chosen renderer. Returns the py3Dmol view (or the Plotly figure)."""
     if renderer() == RENDERERS[0]:
         url, _ = render_3dmol.js_source(APP_ROOT)
-        view = render_3dmol.scene_view(scene, width=720, height=height, js_url=url, labels=labels)
+        view = render_3dmol.scene_view(scene, width="100%", height=height, js_url=url, labels=labels)
         embed_html(render_3dmol.view_html(view), height=height + 12)
         return view
     fig = render_plotly.scene_figure(scene, height=height)
@@ -228,8 +238,7 @@ def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: 
 def show_grid(scenes: list[Scene], height: int = 280, key: str | None = None) -> Any:
     if renderer() == RENDERERS[0]:
         url, _ = render_3dmol.js_source(APP_ROOT)
-        width = max(160, int(900 / max(1, len(scenes))))
-        view = render_3dmol.grid_view(scenes, width=width, height=height, js_url=url)
+        view = render_3dmol.grid_view(scenes, width=None, height=height, js_url=url)
         embed_html(render_3dmol.view_html(view), height=height + 12)
         return view
     fig = render_plotly.grid_figure(scenes, height=height)

@@ -35,12 +35,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="module", params=["3dmol", "plotly"])
+def server(request):
+    """A live server; params: the default 3D renderer (3Dmol.js served from static/ or the CDN, or Plotly)."""
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               CRYSTALFRAMER_RENDERER=request.param)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "streamlit.log", "w")
+    log = open(ARTIFACTS / f"streamlit-{request.param}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
@@ -59,7 +61,7 @@ def server():
     else:
         proc.terminate()
         raise RuntimeError("streamlit did not become healthy in 120 s")
-    yield url
+    yield url, request.param
     proc.terminate()
     try:
         proc.wait(timeout=15)
@@ -84,20 +86,30 @@ def _wait_until_idle(page, timeout_s: float = 180.0) -> None:
     raise TimeoutError("the app script did not finish")
 
 
-def _canvas_frame(page, min_width: int = 200, timeout_s: float = 60.0):
-    """The iframe whose WebGL canvas (3Dmol.js, or Plotly's scene) has been sized, and that canvas' size."""
+CANVAS_SIZES = "Array.from(document.querySelectorAll('canvas')).map(c => [c.width, c.height])"
+
+
+def _scene_element(page, renderer: str, min_width: int = 200, timeout_s: float = 60.0):
+    """The element holding a sized 3D WebGL canvas: 3Dmol.js draws in an iframe, Plotly in the page itself."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        for frame in page.frames:
-            try:
-                sizes = frame.evaluate("Array.from(document.querySelectorAll('canvas')).map(c => [c.width, c.height])")
-            except Exception:
-                continue
-            big = [s for s in sizes if s[0] >= min_width and s[1] >= 100]
-            if big and frame != page.main_frame:
-                return frame, big[0]
+        if renderer == "plotly":
+            for chart in page.query_selector_all('[data-testid="stPlotlyChart"]'):
+                sizes = chart.evaluate("e => Array.from(e.querySelectorAll('canvas')).map(c => [c.width, c.height])")
+                if any(w >= min_width and h >= 100 for w, h in sizes):
+                    return chart
+        else:
+            for frame in page.frames:
+                if frame == page.main_frame:
+                    continue
+                try:
+                    sizes = frame.evaluate(CANVAS_SIZES)
+                except Exception:
+                    continue
+                if any(w >= min_width and h >= 100 for w, h in sizes):
+                    return frame.frame_element()
         time.sleep(0.5)
-    return None, None
+    return None
 
 
 def _ink_fraction(png: bytes) -> float:
@@ -110,34 +122,33 @@ def _ink_fraction(png: bytes) -> float:
 
 
 def test_home_predicts_and_renders_3d(server):
+    url, renderer = server
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1900})
-            page.goto(server)
+            page.goto(url)
             page.wait_for_selector('[data-testid="stMetric"]', timeout=180_000)
             _wait_until_idle(page)
             text = page.inner_text("body")
             assert "SrTiO3" in text and "Prediction" in text
             assert not page.query_selector('[data-testid="stException"]'), "the script raised"
-            frame, size = _canvas_frame(page)
-            assert frame is not None, "no 3D canvas was rendered"
+            element = _scene_element(page, renderer)
+            assert element is not None, f"no 3D canvas was rendered ({renderer})"
             time.sleep(2.0)  # let WebGL draw
-            element = page.query_selector('iframe[data-testid="stIFrame"]') or page.query_selector("iframe")
             shot = element.screenshot()
-            assert _ink_fraction(shot) > 0.01, "the 3D canvas is blank"
+            assert _ink_fraction(shot) > 0.01, f"the 3D canvas is blank ({renderer})"
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            (ARTIFACTS / "home_3d.png").write_bytes(shot)
-            page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+            (ARTIFACTS / f"home_3d_{renderer}.png").write_bytes(shot)
+            page.screenshot(path=str(ARTIFACTS / f"home_{renderer}.png"), full_page=True)
 
             # The attention page: scene, table, layer strip.
-            page.goto(server + "/attention")
+            page.goto(url + "/attention")
             page.wait_for_selector('[data-testid="stDataFrame"]', timeout=180_000)
             _wait_until_idle(page)
             assert not page.query_selector('[data-testid="stException"]')
-            frame, size = _canvas_frame(page)
-            assert frame is not None
+            assert _scene_element(page, renderer) is not None
             time.sleep(3.0)
-            page.screenshot(path=str(ARTIFACTS / "attention.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"attention_{renderer}.png"), full_page=True)
         finally:
             browser.close()
