@@ -48,7 +48,7 @@ class ModelConfig:
     # Frames (design §1.3).
     symm_break_noise: float = 1e-5
     pca_unit_vectors: bool = False
-    pca_det_threshold: float = 1e-5
+    pca_det_threshold: float = 1e-6  # relative: det(Σ) ≤ this·(tr Σ/3)^3 counts as rank-deficient
     # Engineering.
     max_atoms: int = 2000
     edge_chunk_size: int = 65536

@@ -188,11 +188,19 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     if not sampling.stochastic:
         t2 = _orient_translation_ties(t2, second, score2, weights, geom)
 
+    # Without an axis-2 candidate every neighbour is parallel to e1 (a chain): all of them have cosine 0 with any
+    # perpendicular axis, so any perpendicular e2 gives the same features; take one built from e1 alone.
+    t2 = torch.where(ok2[..., None], t2, _any_perpendicular(e1))
     e2 = F.normalize(t2 - (e1 * t2).sum(-1, keepdim=True) * e1, dim=-1)
     e3 = torch.cross(e1, e2, dim=-1)
     frames = torch.stack([e1, e2, e3], dim=-2)
-    ok = ok1 & ok2
-    return torch.where(ok[..., None, None], frames, _identity_frames(n, h, score_base))
+    return torch.where(ok1[..., None, None], frames, _identity_frames(n, h, score_base))
+
+
+def _any_perpendicular(axis: torch.Tensor) -> torch.Tensor:
+    """A unit vector perpendicular to each ``axis`` (..., 3), from the coordinate axis least aligned with it."""
+    least = F.one_hot(axis.abs().argmin(-1), 3).to(axis.dtype)
+    return F.normalize(least - (least * axis).sum(-1, keepdim=True) * axis, dim=-1)
 
 
 def canonical_signs(frames: torch.Tensor, moment: torch.Tensor, scale: torch.Tensor,
@@ -229,9 +237,12 @@ def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeG
                         noise: float, unit_vectors: bool, det_threshold: float) -> torch.Tensor:
     """Eigenvectors of Σ_ih = Σ_m w_m x_m x_mᵀ (x = r, or r̂ if ``unit_vectors``), ascending eigenvalues → e1, e2, e3.
 
-    A symmetry-breaking term noise·det(Σ)^{1/3}·r̂ r̂ᵀ is added along one neighbour direction: the highest-weight
-    non-zero image in eval (deterministic), a random non-zero image in train/sample. A (near-)singular Σ
-    (det ≤ ``det_threshold``) gives the identity frame.
+    A symmetry-breaking term noise·s·r̂ r̂ᵀ is added along one neighbour direction: the highest-weight non-zero image
+    in eval (deterministic), a random non-zero image in train/sample. s = det(Σ)^{1/3} as in the reference when Σ
+    has full rank (det > ``det_threshold``·(tr Σ/3)^3, a scale-free test), else tr Σ/3, so flat layers (rank 2) and
+    chains (rank 1) still get eigenvector frames: their undetermined axes have zero cosine with every neighbour, so
+    the features do not depend on them. Only an atom with no non-zero neighbour (tr Σ = 0) gets the identity frame
+    (its angle features are all zero anyway).
     """
     n = geom.num_atoms
     e, h = weights.shape
@@ -248,13 +259,15 @@ def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeG
         pick_scores = logits
     pick, _ = segment_argmax(torch.where(eligible, pick_scores, neg_inf), geom.src, n)
     u = geom.unit[pick]  # (N, H, 3)
-    bump = noise * det.clamp_min(0).pow(1.0 / 3.0)
+    mean_eig = sigma.diagonal(dim1=-2, dim2=-1).sum(-1) / 3.0
+    full_rank = det > det_threshold * mean_eig**3
+    bump = noise * torch.where(full_rank, det.clamp_min(0).pow(1.0 / 3.0), mean_eig)
     sigma = sigma + bump[..., None, None] * (u[..., :, None] * u[..., None, :])
     _, vecs = torch.linalg.eigh(sigma)
     frames = vecs.transpose(-1, -2)  # rows = eigenvectors (columns of V), ascending eigenvalues
     moment, scale = third_moment(frames, weights, x, geom)
     frames = canonical_signs(frames, moment, scale, sampling)
-    good = det > det_threshold
+    good = mean_eig > 1e-12
     return torch.where(good[..., None, None], frames, _identity_frames(n, h, weights))
 
 

@@ -96,7 +96,8 @@ def to_arrays(structure: Any, max_atoms: int = DEFAULT_MAX_ATOMS) -> CrystalArra
             structure.species, structure.positions, structure.lattice, structure.atomic_numbers)
     else:
         raise StructureError(
-            f"expected a pymatgen Structure or an ASE Atoms object, got {type(structure).__name__}")
+            f"expected a pymatgen Structure or an ASE Atoms object, got {type(structure).__name__} "
+            "(a periodic crystal with a lattice is required)")
     arrays = CrystalArrays(species=species, positions=positions, lattice=lattice, atomic_numbers=numbers)
     validate(arrays, max_atoms=max_atoms)
     return arrays

@@ -176,7 +176,11 @@ def reference_max_frame(edges: list[ImageEdge], scores: list[float],
         scores2.append(scores[m] + math.log(max(1.0 - abs(c), LOG_FLOOR)))
     t2, amb2, tie2 = _select_direction(edges, scores2, eligible2, tie_weights)
     if t2 is None:
-        return np.eye(3), np.zeros(3, dtype=bool), int(tie1)
+        # design: all neighbours parallel to e1 (a chain) → any perpendicular e2; the library builds it from the
+        # coordinate axis least aligned with e1 (features are the same for every perpendicular choice).
+        k = int(np.argmin(np.abs(e1)))
+        t2 = np.eye(3)[k]
+        amb2 = True
     e2 = _normalize(t2 - float(e1 @ t2) * e1)
     e3 = np.array([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]])
     return np.stack([e1, e2, e3]), np.array([amb1, amb2, amb1 or amb2]), int(tie1) + int(tie2)
@@ -197,14 +201,17 @@ def reference_weighted_pca_frame(edges: list[ImageEdge], logits: list[float], we
             for b in range(3):
                 sigma[a, b] += weights[m] * xs[m][a] * xs[m][b]
     det = float(np.linalg.det(sigma))
-    if det <= det_threshold:
+    mean_eig = (sigma[0, 0] + sigma[1, 1] + sigma[2, 2]) / 3.0
+    if mean_eig <= 1e-12:  # no non-zero neighbour at all
         return np.eye(3), np.zeros(3, dtype=bool)
     best = -1
     for m, e in enumerate(edges):
         if e.nonzero and (best < 0 or logits[m] > logits[best]):
             best = m
     u = edges[best].unit
-    bumped = sigma + noise * det ** (1.0 / 3.0) * np.outer(u, u)
+    # design: det^(1/3) for a full-rank Σ; mean eigenvalue for flat layers / chains (relative rank test)
+    size = det ** (1.0 / 3.0) if det > det_threshold * mean_eig**3 else mean_eig
+    bumped = sigma + noise * size * np.outer(u, u)
     _, vecs = np.linalg.eigh(bumped)
     axes = [vecs[:, k].copy() for k in range(3)]  # columns, ascending eigenvalues
     rel = []

@@ -182,15 +182,8 @@ def sparse_cell():
                      [[0, 0, 0], [0.47, 0.52, 0.49]])
 
 
-PCA_FALLBACK_BUG = (
-    "library/design bug: weighted_pca falls back to the IDENTITY frame when det(Σ_ih) <= pca_det_threshold "
-    "(an absolute 1e-5 Å^6). That frame is fixed in the lab frame, not rotation-equivariant, while the (small) "
-    "neighbour weights still feed the angle features: a rotation changes the prediction by ~1e-5..1e-4 relative on "
-    "sparse structures, breaking design.md §1.3 exact invariance")
-
-
 @pytest.mark.parametrize("method", [
-    "none", "max", "static", pytest.param("weighted_pca", marks=pytest.mark.xfail(strict=True, reason=PCA_FALLBACK_BUG)),
+    "none", "max", "static", "weighted_pca",
 ])
 def test_rotation_invariance_on_sparse_structure(method):
     s = sparse_cell()
@@ -222,22 +215,16 @@ def linear_chain():
                      [[0.1, 3.0, 3.0], [1.37, 3.0, 3.0]], coords_are_cartesian=True)
 
 
-PLANAR_PCA_BUG = (
-    "library bug: in a flat layer Σ_ih has rank 2, det(Σ) = 0 <= pca_det_threshold, so weighted_pca uses the "
-    "IDENTITY (lab) frame for every atom; angle features then depend on the orientation (~35% change)")
-CHAIN_BUG = (
-    "library bug: when every neighbour is collinear with e1 there is no axis-2 candidate (|cos| < 0.9999), and "
-    "max/static frames fall back to the IDENTITY (lab) frame, discarding e1; weighted_pca likewise (rank-1 Σ). "
-    "Predictions then change by O(1) under rotation")
+# Flat layers (rank-2 Σ) and chains (no axis-2 candidate) keep equivariant frames (design: frames.py).
 
 
 @pytest.mark.parametrize("name, method", [
     ("flat_layer", "none"), ("flat_layer", "max"), ("flat_layer", "static"),
-    pytest.param("flat_layer", "weighted_pca", marks=pytest.mark.xfail(strict=True, reason=PLANAR_PCA_BUG)),
+    ("flat_layer", "weighted_pca"),
     ("linear_chain", "none"),
-    pytest.param("linear_chain", "max", marks=pytest.mark.xfail(strict=True, reason=CHAIN_BUG)),
-    pytest.param("linear_chain", "static", marks=pytest.mark.xfail(strict=True, reason=CHAIN_BUG)),
-    pytest.param("linear_chain", "weighted_pca", marks=pytest.mark.xfail(strict=True, reason=CHAIN_BUG)),
+    ("linear_chain", "max"),
+    ("linear_chain", "static"),
+    ("linear_chain", "weighted_pca"),
 ])
 def test_rotation_invariance_of_low_dimensional_environments(name, method):
     s = flat_layer() if name == "flat_layer" else linear_chain()

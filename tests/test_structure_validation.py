@@ -97,8 +97,6 @@ def test_unsupported_objects():
     expect_error(Atoms("Na", positions=[[0, 0, 0]], cell=np.eye(3) * 4.0, pbc=[True, True, False]), "periodic")
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: a pymatgen Molecule raises AttributeError ('Molecule' object "
-                                       "has no attribute 'lattice') instead of StructureError")
 def test_molecule_is_rejected_clearly():
     expect_error(Molecule(["H", "H"], [[0, 0, 0], [0.74, 0, 0]]), "lattice")
 
