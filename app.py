@@ -12,11 +12,11 @@ from __future__ import annotations
 import streamlit as st
 
 PAGES = [
-    st.Page("pages/0_Home.py", title="Home", icon=":material/home:", url_path="home", default=True),
-    st.Page("pages/1_Attention_and_frames.py", title="Attention & frames", icon=":material/hub:", url_path="attention"),
-    st.Page("pages/2_Compare_frames.py", title="Compare frames", icon=":material/compare:", url_path="compare"),
-    st.Page("pages/3_Perturbation.py", title="Perturbation", icon=":material/tune:", url_path="perturbation"),
-    st.Page("pages/4_Fine-tune.py", title="Fine-tune", icon=":material/model_training:", url_path="finetune"),
+    st.Page("pages/0_Home.py", title="Home", url_path="home", default=True),
+    st.Page("pages/1_Attention_and_frames.py", title="Attention & frames", url_path="attention"),
+    st.Page("pages/2_Compare_frames.py", title="Compare frames", url_path="compare"),
+    st.Page("pages/3_Perturbation.py", title="Perturbation", url_path="perturbation"),
+    st.Page("pages/4_Fine-tune.py", title="Fine-tune", url_path="finetune"),
 ]
 
 st.navigation(PAGES).run()

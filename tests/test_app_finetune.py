@@ -20,7 +20,14 @@ from crystalframer.examples import get_example, list_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
-torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads():
+    """The app sets one intra-op thread when imported (see crystalframer.viz.ui); give other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

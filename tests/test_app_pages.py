@@ -20,7 +20,14 @@ from crystalframer.examples import get_example, list_examples
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 TIMEOUT = 240
-torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads():
+    """The app sets one intra-op thread when imported (see crystalframer.viz.ui); give other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 def make_checkpoints(folder: Path) -> Path:
@@ -137,6 +144,7 @@ def test_attention_page_interactions(ckpts):
         assert_ok(at)
     at.number_input(key="att_labels").set_value(3).run()
     assert_ok(at)
+    assert len(at.get("download_button")) == 4  # scene HTML, attention CSV, frames CSV, JSON
     at.sidebar.radio[0].set_value("Plotly (offline)").run()
     assert_ok(at)
     assert len(at.get("plotly_chart")) >= 3  # scene, σ, layer strip
