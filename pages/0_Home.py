@@ -34,6 +34,14 @@ except Exception as exc:  # a corrupt or incompatible checkpoint must not take t
     st.stop()
 ui.untrained_warning(model)
 summary = registry.model_summary(model)
+facts = summary["training"]
+if facts and not summary["untrained"]:
+    unit = model.config.target_units[0] if model.config.target_units else ""
+    parts = [f"trained on {facts['data']}" if "data" in facts else "",
+             f"{facts['n_train']} train / {facts.get('n_val', '?')} val structures" if "n_train" in facts else "",
+             f"{facts['epochs']} epochs" if "epochs" in facts else "",
+             f"validation MAE {facts['val_mae']:.4g} {unit}" if isinstance(facts.get("val_mae"), float) else ""]
+    st.caption(f"{summary['frame_method']} frames; " + ", ".join(p for p in parts if p) + ".")
 with st.expander("Model details"):
     st.json({k: v for k, v in summary.items() if v not in (None, "")})
 

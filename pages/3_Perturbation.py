@@ -56,8 +56,8 @@ if kind == "substitute":
     elements = sorted(set(element_symbols(structure)))
     extra["old"] = d1.selectbox("Replace", elements, key="pert_old")
     extra["new"] = d2.text_input("by element", value="Zr" if extra["old"] != "Zr" else "Hf", key="pert_new")
-switch = d3.number_input("Count a frame as switched when e1 turns by more than (°)", 1.0, 179.0, SWITCH_DEGREES,
-                         key="pert_switch")
+switch = d3.number_input("Count a frame as switched when the e1 line turns by more than (°)", 1.0, 89.0,
+                         SWITCH_DEGREES, key="pert_switch")
 seed = st.number_input("Seed", 0, 10_000, 0, key="pert_seed")
 
 
@@ -109,14 +109,20 @@ if result is not None:
     if len(set(df["target"])) > 1:
         target = st.selectbox("Target", targets, key="pert_target")
     positive = (df["magnitude"] > 0).all()
-    log_x = st.checkbox("Log magnitude axis", value=bool(positive and result["kind"] in ("rattle", "strain")),
+    o1, o2 = st.columns(2)
+    log_x = o1.checkbox("Log magnitude axis", value=bool(positive and result["kind"] in ("rattle", "strain")),
                         key="pert_logx", disabled=not positive)
+    angle_metric = o2.selectbox("Frame change shown", list(charts.ANGLE_METRICS), key="pert_metric",
+                                format_func=lambda k: charts.ANGLE_METRICS[k])
     st.plotly_chart(charts.perturbation_chart(df, target=target, magnitude_label=PERTURBATIONS[result["kind"]],
-                                              log_x=log_x), width="stretch", key="pert_chart")
-    st.caption("Left: |prediction − unperturbed prediction|. Middle: mean angle between e1 before and after, over "
-               "layers × atoms × heads. Right: fraction of (layer, atom, head) frames whose e1 turned by more than "
-               "the threshold. Symmetric crystals have exactly tied neighbours, so even a 0.001 Å rattle can swap "
-               "the chosen neighbour. Frameless models have no frame metrics.")
+                                              log_x=log_x, angle_metric=angle_metric), width="stretch",
+                    key="pert_chart")
+    st.caption("Left: |prediction − unperturbed prediction|. Middle: mean change of the frames over layers × atoms "
+               "× heads (the axis line ignores the sign of e1). Right: fraction of (layer, atom, head) frames whose "
+               "e1 line turned by more than the threshold — a jump to another neighbour, the max-frame "
+               "discontinuity; dotted: frames whose e1 only reversed its sign (PCA-type axes at near-symmetric "
+               "sites). Symmetric crystals have exactly tied neighbours, so even a 0.001 Å rattle can swap the "
+               "chosen neighbour. Frameless models have no frame metrics.")
     summary = sweep_summary(df[df["target"] == target])
     st.dataframe(summary, hide_index=True)
     if np.isnan(df["e1 angle mean"]).all():

@@ -24,8 +24,9 @@ TIMEOUT = 240
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_threads():
-    """The app sets one intra-op thread when imported (see crystalframer.viz.ui); give other tests theirs back."""
+    """One intra-op thread, as the app itself sets when imported (crystalframer.viz.ui); restored afterwards."""
     n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 

@@ -5,12 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from crystalframer.analysis.models import fresh_model
 from crystalframer.examples import get_example
 from crystalframer.viz import charts, render_3dmol, render_plotly
 from crystalframer.viz.colors import element_color, element_radius
 from crystalframer.viz.scene import AXIS_COLORS, attention_scene, cell_edges, cell_images, scene_from_structure
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny crystals: one intra-op thread is fastest, and far faster on a busy shared CPU. Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +110,7 @@ def test_charts():
     assert len(charts.alignment_chart(table).data) == 3
     df = pd.DataFrame({"model": ["a", "a"], "target": "t", "magnitude": [0.01, 0.1], "|delta|": [0.1, 0.2],
                        "e1 angle mean": [1.0, 2.0], "switched": [0.0, 0.5]})
-    assert len(charts.perturbation_chart(df).data) == 6
+    assert len(charts.perturbation_chart(df, angle_metric="e1 angle mean").data) == 6
     assert len(charts.training_chart([{"epoch": 1, "train_loss": 1.0, "val_mae": 0.5}]).data) == 2
     parity = charts.parity_chart({"val": (np.array([1.0, 2.0]), np.array([1.1, 1.9]))})
     assert len(parity.data) == 2

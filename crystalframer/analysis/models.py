@@ -28,7 +28,7 @@ FRESH_METHODS = ("max", "weighted_pca", "none")
 FRESH_SEED = 0
 
 __all__ = ["ENV_VAR", "checkpoint_dirs", "available_checkpoints", "model_refs", "describe_ref", "build_model",
-           "fresh_model", "model_summary", "is_untrained", "frame_method_of", "companion_ref"]
+           "fresh_model", "model_summary", "provenance", "is_untrained", "frame_method_of", "companion_ref"]
 
 
 def checkpoint_dirs() -> list[Path]:
@@ -109,10 +109,46 @@ def is_untrained(model: CrystalFramer) -> bool:
     return bool((info.get("info") or {}).get("untrained"))
 
 
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        return value[-1]
+    return value
+
+
+def provenance(model: CrystalFramer) -> dict[str, Any]:
+    """Training facts found in the checkpoint's info (whatever the trainer recorded), compactly.
+
+    Understands the library trainer's fields (``data``, ``epochs_done``, ``val_mae``, ``kind``) and the fine-tune
+    page's (``dataset``, ``n_train``, ``n_val``, ``metrics``). Long lists (split ids) are never included.
+    """
+    info = (getattr(model, "checkpoint_info", {}) or {}).get("info") or {}
+    out: dict[str, Any] = {}
+    data = info.get("data")
+    if isinstance(data, dict):
+        out["data"] = data.get("kind") or data.get("path")
+        out["n_train"], out["n_val"] = data.get("n_train"), data.get("n_val")
+    if info.get("dataset"):
+        out["data"] = info["dataset"]
+    for key in ("n_train", "n_val"):
+        if info.get(key) is not None:
+            out[key] = info[key]
+    epochs = info.get("epochs_done", info.get("epochs_run"))
+    if epochs is not None:
+        out["epochs"] = epochs
+    metrics = info.get("metrics") if isinstance(info.get("metrics"), dict) else {}
+    val = metrics.get("val_mae", info.get("val_mae"))
+    if val is not None:
+        out["val_mae"] = _scalar(val)
+    if info.get("kind"):
+        out["checkpoint_kind"] = info["kind"]
+    if info.get("finetuned_from") or info.get("base_model"):
+        out["finetuned_from"] = info.get("base_model") or info.get("finetuned_from")
+    return {k: v for k, v in out.items() if v not in (None, "")}
+
+
 def model_summary(model: CrystalFramer) -> dict[str, Any]:
     cfg = model.config
     meta = getattr(model, "checkpoint_info", {}) or {}
-    info = meta.get("info") or {}
     return {
         "frame_method": cfg.frame_method,
         "layers": cfg.num_layers,
@@ -121,8 +157,7 @@ def model_summary(model: CrystalFramer) -> dict[str, Any]:
         "parameters": model.num_trainable_parameters(),
         "device": str(model.device),
         "untrained": is_untrained(model),
-        "metrics": info.get("metrics"),
-        "dataset": info.get("dataset"),
+        "training": provenance(model),
         "path": meta.get("path", ""),
         "code_version": meta.get("code_version", ""),
     }

@@ -8,7 +8,10 @@ Frame change metrics, per (layer, atom, head):
 * e1 angle: angle between e1 of the original and the (back-rotated) e1 of the perturbed structure, degrees;
 * e1 line angle: the same ignoring the sign of e1 (≤ 90°), i.e. how much the axis *line* turned;
 * frame angle: the angle of the relative rotation F' Fᵀ between the two frames, degrees;
-* switched: e1 angle above a threshold (default 20°) — a discrete jump, not a smooth tilt.
+* switched: the e1 *line* turned by more than a threshold (default 20°) — a jump to another neighbour direction,
+  not a smooth tilt (the max-frame discontinuity);
+* sign flipped: e1 reversed (directed angle > 90°) without its line switching — the sign ambiguity of PCA-type
+  axes at (near-)symmetric sites.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def frame_change(base: Inspection, pert: Inspection, mapping: np.ndarray, rotati
     """e1 angle (mean, max), frame rotation angle (mean) and switched fraction over layers × atoms × heads."""
     if not base.layers or base.layers[0].frames is None or pert.layers[0].frames is None:
         return {"e1 angle mean": np.nan, "e1 angle max": np.nan, "e1 line angle mean": np.nan,
-                "frame angle mean": np.nan, "switched": np.nan}
+                "frame angle mean": np.nan, "switched": np.nan, "sign flipped": np.nan}
     e1_angles, frame_angles = [], []
     for lb, lp in zip(base.layers, pert.layers):
         fb = lb.frames[mapping]  # (N', H, 3, 3)
@@ -159,9 +162,11 @@ def frame_change(base: Inspection, pert: Inspection, mapping: np.ndarray, rotati
     e1 = np.concatenate(e1_angles)
     fa = np.concatenate(frame_angles)
     line = np.minimum(e1, 180.0 - e1)  # ignoring the axis sign (what a PCA-type axis cannot decide)
+    switched = line > switch_degrees
+    flipped = ~switched & (e1 > 90.0)
     return {"e1 angle mean": float(e1.mean()), "e1 angle max": float(e1.max()),
             "e1 line angle mean": float(line.mean()), "frame angle mean": float(fa.mean()),
-            "switched": float((e1 > switch_degrees).mean())}
+            "switched": float(switched.mean()), "sign flipped": float(flipped.mean())}
 
 
 def sweep(models: dict[str, CrystalFramer], structure: Structure, kind: str, magnitudes: Sequence[float],
@@ -212,5 +217,6 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean over samples per model, target and magnitude."""
     if df.empty:
         return df
-    cols = ["|delta|", "e1 angle mean", "e1 angle max", "e1 line angle mean", "frame angle mean", "switched"]
+    cols = ["|delta|", "e1 angle mean", "e1 angle max", "e1 line angle mean", "frame angle mean", "switched",
+            "sign flipped"]
     return df.groupby(["model", "target", "magnitude"], as_index=False)[cols].mean()

@@ -60,14 +60,16 @@ def alignment_chart(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def perturbation_chart(df: pd.DataFrame, target: str | None = None, magnitude_label: str = "magnitude",
-                       log_x: bool = True) -> go.Figure:
-    """Three panels against the magnitude: |Δprediction|, mean e1 angle, fraction of frames switched.
+ANGLE_METRICS = {"e1 line angle mean": "e1 axis-line change (°)", "e1 angle mean": "e1 change, signed (°)",
+                 "frame angle mean": "frame rotation (°)"}
 
-    One line per model (mean over samples), samples as faint points.
-    """
-    fig = make_subplots(rows=1, cols=3, subplot_titles=["|Δ prediction|", "e1 change (degrees)",
-                                                        "fraction of frames switched"])
+
+def perturbation_chart(df: pd.DataFrame, target: str | None = None, magnitude_label: str = "magnitude",
+                       log_x: bool = True, angle_metric: str = "e1 line angle mean") -> go.Figure:
+    """Three panels against the magnitude: |Δprediction|, a frame-angle change, fraction of frames switched
+    (solid; dotted: fraction with only a sign flip). One line per model (mean over samples), samples as points."""
+    titles = ["|Δ prediction|", ANGLE_METRICS.get(angle_metric, angle_metric), "frames switched (dotted: sign flips)"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles)
     if df.empty:
         return fig
     if target is not None:
@@ -76,8 +78,14 @@ def perturbation_chart(df: pd.DataFrame, target: str | None = None, magnitude_la
     for k, model in enumerate(models):
         sub = df[df["model"] == model]
         color = _PALETTE[k % len(_PALETTE)]
-        mean = sub.groupby("magnitude", as_index=False)[["|delta|", "e1 angle mean", "switched"]].mean()
-        for c, col in enumerate(["|delta|", "e1 angle mean", "switched"], start=1):
+        cols = ["|delta|", angle_metric, "switched"]
+        extra = ["sign flipped"] if "sign flipped" in sub else []
+        mean = sub.groupby("magnitude", as_index=False)[cols + extra].mean()
+        if extra:
+            fig.add_trace(go.Scatter(x=mean["magnitude"], y=mean["sign flipped"], mode="lines+markers",
+                                     name=f"{model} (sign flips)", legendgroup=model, showlegend=False,
+                                     line={"color": color, "dash": "dot"}), row=1, col=3)
+        for c, col in enumerate(cols, start=1):
             fig.add_trace(go.Scatter(x=sub["magnitude"], y=sub[col], mode="markers", marker={"color": color,
                                      "opacity": 0.35, "size": 6}, showlegend=False, legendgroup=model,
                                      hovertemplate=(f"{model}<br>{magnitude_label}=%{{x}}<br>{col}=%{{y:.3g}}"
