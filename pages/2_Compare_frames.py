@@ -3,6 +3,7 @@ polyhedron found by CrystalNN."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from crystalframer.analysis.attention import symbols_of
@@ -37,18 +38,30 @@ symbols = [str(s) for s in symbols_of([site.specie.Z if site.is_ordered else
 st.subheader("Coordination polyhedra")
 st.caption("Ligands from pymatgen's CrystalNN; the polyhedron named by LocalStructOrderParams on the cluster of the "
            "ligand images (1 = ideal).")
-st.dataframe(_overview(skey, structure).style.format({"order parameter": "{:.2f}"}), hide_index=True)
+try:
+    overview = _overview(skey, structure)
+except Exception as exc:  # CrystalNN can fail on unusual inputs; the rest of the page still works
+    st.warning(f"CrystalNN could not analyse this structure: {exc}")
+    overview = pd.DataFrame({"site": list(range(len(structure))), "geometry": ""})
+else:
+    st.dataframe(overview.style.format({"order parameter": "{:.2f}"}), hide_index=True)
+    if not structure.is_ordered:
+        st.caption("Disordered sites are analysed with their majority species.")
 
-overview = _overview(skey, structure)
 polyhedra = overview[overview["geometry"].isin(["octahedral", "tetrahedral"])]
 default_atom = int((polyhedra if len(polyhedra) else overview)["site"].iloc[0])
 atom = ui.widget(st.selectbox, "Centre atom", "cmp_atom", options=list(range(len(structure))), default=default_atom,
                  format_func=lambda i: f"{i}: {symbols[i]}")
-env = _environment(skey, int(atom), structure)
-st.markdown(f"**{env.describe()}**")
-with st.expander("Ligands and order parameters"):
-    st.dataframe(env.ligands, hide_index=True)
-    st.json({k: round(v, 4) for k, v in env.scores.items()})
+try:
+    env = _environment(skey, int(atom), structure)
+except Exception as exc:
+    st.warning(f"CrystalNN could not analyse atom {atom}: {exc}")
+    env = None
+if env is not None:
+    st.markdown(f"**{env.describe()}**")
+    with st.expander("Ligands and order parameters"):
+        st.dataframe(env.ligands, hide_index=True)
+        st.json({k: round(v, 4) for k, v in env.scores.items()})
 
 methods_available = comparable_methods(model)
 if not methods_available:
@@ -87,8 +100,8 @@ for method in methods:
     ui.show_grid(scenes, height=260, key=f"cmp_strip_{method}")
 
 st.subheader("Frame axes vs centre→ligand bonds")
-if env.cn == 0:
-    st.info("CrystalNN found no ligands for this atom.")
+if env is None or env.cn == 0:
+    st.info("No ligands found for this atom: nothing to compare the frame axes with.")
     st.stop()
 table = alignment_table(inspections, int(atom), env, directed=directed)
 st.plotly_chart(charts.alignment_chart(table), width="stretch", key="cmp_chart")

@@ -85,6 +85,9 @@ except ValueError as exc:
 n_cases = len(magnitudes) * (1 if kind in ("strain", "supercell") else int(samples))
 atoms_max = len(structure) * (int(max(magnitudes)) ** 3 if kind == "supercell" else 1)
 st.caption(f"{len(model_refs)} model(s) × {n_cases + 1} structures (largest: {atoms_max} atoms).")
+if kind == "supercell" and atoms_max > 2000:
+    st.error(f"A {int(max(magnitudes))}³ supercell has {atoms_max} atoms, more than the model's limit of 2000.")
+    st.stop()
 if kind == "supercell" and atoms_max > 600:
     st.warning("That supercell is large: this may take a while on a small machine.")
 

@@ -98,3 +98,12 @@ def test_axis_bond_angles():
     assert ang_u[0, 2] == pytest.approx(0.0)
     empty, _ = axis_bond_angles(frames, np.zeros((0, 3)))
     assert np.isnan(empty).all()
+
+
+def test_disordered_structure_uses_majority_species():
+    s = get_example("SrTiO3 (cubic perovskite)")
+    s.replace(0, {"Sr": 0.75, "Ba": 0.25})
+    env = coordination_environment(s, 1)
+    assert env.geometry == "octahedral"
+    overview = coordination_overview(s)
+    assert "Sr" in set(overview["element"])

@@ -208,3 +208,13 @@ def test_perturbation_sweeps(ckpts):
     at.text_input(key="pert_mags_substitute").input("abc").run()
     assert_ok(at)
     assert at.error  # a clear message, not a crash
+
+
+def test_pages_with_a_disordered_structure(ckpts):
+    s = get_example("SrTiO3 (cubic perovskite)")
+    s.replace(0, {"Sr": 0.5, "Ba": 0.5})
+    for page in ("0_Home.py", "1_Attention_and_frames.py", "2_Compare_frames.py"):
+        at = run_app(str(ROOT / "pages" / page), cf_model_ref="ckpt:test-max", cf_structure=s,
+                     cf_structure_label="(Sr,Ba)TiO3")
+        assert_ok(at)
+        assert not at.error, page

@@ -22,7 +22,7 @@ from pymatgen.core import Structure
 from ..config import FRAME_METHODS
 from ..model import CrystalFramer, Inspection
 
-__all__ = ["FRAME_METHOD_LABELS", "comparable_methods", "with_frame_method", "inspect_methods",
+__all__ = ["FRAME_METHOD_LABELS", "comparable_methods", "with_frame_method", "inspect_methods", "ordered_proxy",
            "CoordinationEnv", "coordination_environment", "coordination_overview", "axis_bond_angles",
            "alignment_table", "alignment_summary", "GEOMETRY_NAMES"]
 
@@ -108,12 +108,27 @@ def _symbol(site: Any) -> str:
     return getattr(sp, "symbol", str(sp))
 
 
+def ordered_proxy(structure: Structure) -> Structure:
+    """The structure itself if ordered; else a copy with the majority species on every site (CrystalNN needs
+    ordered sites)."""
+    if structure.is_ordered:
+        return structure
+    proxy = structure.copy()
+    for k, site in enumerate(structure):
+        if not site.is_ordered:
+            proxy.replace(k, _symbol(site))
+    return proxy
+
+
 def coordination_environment(structure: Structure, site: int, cnn: Any = None) -> CoordinationEnv:
-    """Ligands of ``site`` by CrystalNN and its polyhedron by LocalStructOrderParams."""
+    """Ligands of ``site`` by CrystalNN and its polyhedron by LocalStructOrderParams.
+
+    Disordered structures are analysed through :func:`ordered_proxy` (majority species per site)."""
     from pymatgen.analysis.local_env import CrystalNN, LocalStructOrderParams
     from pymatgen.core import Molecule
 
     cnn = cnn or CrystalNN()
+    structure = ordered_proxy(structure)
     centre = structure[site]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -157,8 +172,9 @@ def coordination_environment(structure: Structure, site: int, cnn: Any = None) -
                            score=score, scores=scores, ligands=ligands, bond_vectors=bonds)
 
 
-def coordination_overview(structure: Structure, sites: list[int] | None = None) -> pd.DataFrame:
-    """One row per site (symmetry-distinct sites by default): element, CN, geometry, score."""
+def coordination_overview(structure: Structure, sites: list[int] | None = None, max_sites: int = 48) -> pd.DataFrame:
+    """One row per site (symmetry-distinct sites by default, at most ``max_sites``): element, CN, geometry, score."""
+    structure = ordered_proxy(structure)
     if sites is None:
         try:
             from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -171,7 +187,7 @@ def coordination_overview(structure: Structure, sites: list[int] | None = None) 
 
     cnn = CrystalNN()
     rows = []
-    for s in sites:
+    for s in sites[:max_sites]:
         env = coordination_environment(structure, s, cnn)
         rows.append({"site": s, "element": env.element, "CN": env.cn, "geometry": env.geometry,
                      "order parameter": env.score})
