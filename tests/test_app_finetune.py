@@ -3,7 +3,6 @@ cached model staying untouched."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
