@@ -1,0 +1,107 @@
+"""Package a finished training run as a shipped checkpoint: copy its model and write a model card.
+
+Usage: python scripts/make_card.py runs/mp-eform-max checkpoints/mp-eform-max [--compare runs/mp-eform-wpca ...]
+The card states the exact command, data, split, epochs, wall time, hardware, validation MAE and parameter count,
+and (with --compare) a table of the other runs trained with the same budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crystalframer import load_model, read_metadata  # noqa: E402
+from crystalframer.benchmark import machine_description  # noqa: E402
+
+
+def run_summary(run: Path) -> dict:
+    meta = read_metadata(run / "model.safetensors")
+    info = meta["info"]
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    model = load_model(run / "model.safetensors")
+    return {
+        "run": run.name, "frame_method": meta["config"]["frame_method"], "angle_bases": meta["config"]["angle_bases"],
+        "params": model.num_trainable_parameters(), "selected": info.get("kind"),
+        "val_mae": (info.get("val_mae") or [float("nan")])[0], "val_rmse": (info.get("val_rmse") or [float("nan")])[0],
+        "val_r2": (info.get("val_r2") or [float("nan")])[0], "val_mae_best": info.get("val_mae_best"),
+        "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
+        "wall_s": float(rows[-1]["elapsed_s"]) if rows else float("nan"), "command": info.get("command", ""),
+        "data": info.get("data", {}), "code_version": meta["code_version"], "rows": rows,
+        "train_config": info.get("train_config", {}),
+    }
+
+
+def write_card(summary: dict, others: list[dict], dest: Path, name: str) -> None:
+    data = summary["data"]
+    tc = summary["train_config"]
+    lines = [
+        f"# {name}", "",
+        f"CrystalFramer checkpoint predicting MP formation energy (`megnet_e_form`, eV/atom) with "
+        f"**{summary['frame_method']}** frames"
+        + (f" ({summary['angle_bases']} angle bases per axis)." if summary["frame_method"] != "none"
+           else " (the Crystalformer baseline: no frames)."), "",
+        "## Result", "",
+        f"- Validation MAE: **{summary['val_mae']:.4f} eV/atom** (RMSE {summary['val_rmse']:.4f}, "
+        f"R² {summary['val_r2']:.4f}) on the official MEGNet MP `val` split restricted to cells with "
+        f"≤ {data.get('max_sites')} sites ({data.get('n_val')} structures).",
+        f"- Shipped weights: the {summary['selected']} model (best-val raw model: "
+        f"{summary['val_mae_best']:.4f}; SWA average: "
+        + (f"{summary['val_mae_swa']:.4f}" if summary["val_mae_swa"] is not None else "n/a") + ").",
+        f"- Trainable parameters: {summary['params']:,}.", "",
+        "## Training", "",
+        f"- Exact command: `{summary['command']}` (config in `configs/`, run by this project's CLI).",
+        f"- Data: `{data.get('path')}` — MEGNet MP-2018.6.1 benchmark rows, official `train` split restricted to "
+        f"≤ {data.get('max_sites')} sites ({data.get('n_train')} structures; the 4 |E_form| > 5 eV/atom artefacts "
+        "dropped). The held-out test split was not used.",
+        f"- Recipe: AdamW lr {tc.get('lr')}, betas {tc.get('betas')}, weight decay {tc.get('weight_decay')}, "
+        f"inverse-sqrt schedule T={tc.get('schedule_t')}, clip {tc.get('clip_norm')}, L1 on normalised targets, "
+        f"batch {tc.get('batch_size')}, {summary['epochs']} epochs ({summary['steps']} steps), SWA over the last "
+        f"{tc.get('swa_epochs')} epochs, seed {tc.get('seed')}.",
+        f"- Wall time: {summary['wall_s'] / 60:.1f} min on {machine_description()} "
+        f"(one torch thread; three runs shared the 2 cores), {platform.system()}.",
+        f"- Code version: {summary['code_version']}.", "",
+        "## Equal-budget comparison of frame methods", "",
+        "Same data, split, epochs, batch size, seed and recipe; only the frame method differs.", "",
+        "| checkpoint | frames | angle bases | params | val MAE (eV/atom) | best-val raw | SWA | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in [summary] + others:
+        lines.append(f"| {s['run']} | {s['frame_method']} | {s['angle_bases'] if s['frame_method'] != 'none' else '-'} "
+                     f"| {s['params']:,} | {s['val_mae']:.4f} | {s['val_mae_best']:.4f} | "
+                     + (f"{s['val_mae_swa']:.4f}" if s["val_mae_swa"] is not None else "-")
+                     + f" | {s['wall_s'] / 60:.0f} min |")
+    lines += ["", "Paper (full MP, ~500 epochs on a GPU, test split): Crystalformer 0.0186, CrystalFramer max frames "
+              "0.0172, weighted PCA 0.0197 eV/atom. Our budget is far smaller, so absolute numbers are higher; the "
+              "comparison above is the like-for-like one.", "",
+              "## Learning curve", "", "| epoch | train L1 (normalised) | val MAE (eV/atom) |", "|---|---|---|"]
+    for row in summary["rows"]:
+        lines.append(f"| {row['epoch']} | {float(row['train_l1_norm']):.4f} | {float(row['val_mae']):.4f} |")
+    lines += ["", "## Use", "", "```python", "from crystalframer import load_model",
+              f"model = load_model(\"{name}\")", "model.predict([structure])  # eV/atom", "```", ""]
+    (dest / "card.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--compare", type=Path, nargs="*", default=[])
+    args = parser.parse_args()
+    summary = run_summary(args.run)
+    others = [run_summary(r) for r in args.compare]
+    args.dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.run / "model.safetensors", args.dest / "model.safetensors")
+    write_card(summary, others, args.dest, args.dest.name)
+    print(f"wrote {args.dest}/model.safetensors and card.md (val MAE {summary['val_mae']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
