@@ -63,11 +63,13 @@ def add_scene(fig: go.Figure, scene: Scene, row: int | None = None, col: int | N
 CAMERA = {"eye": {"x": 2.1, "y": 1.0, "z": 0.75}, "up": {"x": 0, "y": 0, "z": 1}}
 
 
-def _axis_layout() -> dict:
+def _axis_layout(distance: float = 1.0) -> dict:
     """Hidden axes, true proportions, and an oblique view (Plotly's default looks down the body diagonal, which
-    folds a cubic cell into a hexagon)."""
+    folds a cubic cell into a hexagon). ``distance`` scales the camera distance."""
     blank = {"visible": False, "showbackground": False}
-    return {"xaxis": blank, "yaxis": blank, "zaxis": blank, "aspectmode": "data", "camera": CAMERA}
+    eye = {k: v * distance for k, v in CAMERA["eye"].items()}
+    return {"xaxis": blank, "yaxis": blank, "zaxis": blank, "aspectmode": "data",
+            "camera": {"eye": eye, "up": CAMERA["up"]}}
 
 
 def scene_figure(scene: Scene, height: int = 520) -> go.Figure:
@@ -85,6 +87,6 @@ def grid_figure(scenes: Sequence[Scene], height: int = 320) -> go.Figure:
                         subplot_titles=[s.title for s in scenes], horizontal_spacing=0.01)
     for c, scene in enumerate(scenes, start=1):
         add_scene(fig, scene, row=1, col=c, marker_scale=32.0, showlegend=(c == 1))
-    layout = {("scene" if c == 1 else f"scene{c}"): _axis_layout() for c in range(1, n + 1)}
+    layout = {("scene" if c == 1 else f"scene{c}"): _axis_layout(0.6) for c in range(1, n + 1)}
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0}, **layout)
     return fig

@@ -150,5 +150,15 @@ def test_home_predicts_and_renders_3d(server):
             assert _scene_element(page, renderer) is not None
             time.sleep(3.0)
             page.screenshot(path=str(ARTIFACTS / f"attention_{renderer}.png"), full_page=True)
+
+            # Compare frames: Ti in SrTiO3 is found octahedral; per-layer strips per frame method.
+            page.goto(url + "/compare")
+            page.wait_for_selector('[data-testid="stDataFrame"]', timeout=180_000)
+            _wait_until_idle(page)
+            assert not page.query_selector('[data-testid="stException"]')
+            assert "octahedral" in page.inner_text("body")
+            assert _scene_element(page, renderer) is not None
+            time.sleep(3.0)
+            page.screenshot(path=str(ARTIFACTS / f"compare_{renderer}.png"), full_page=True)
         finally:
             browser.close()
