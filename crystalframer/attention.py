@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .features import angle_centers, angle_width, weighted_angle_sum, weighted_distance_sum
+from .features import angle_centers, angle_width, weighted_angle_sum
 from .frames import (EdgeGeometry, FrameSampling, global_pca_frames, lattice_frames, max_frames,
                      weighted_pca_frames)
 from .ops import segment_softmax, segment_sum

@@ -6,11 +6,9 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import yaml
 
 

@@ -6,7 +6,6 @@ import math
 
 import torch
 
-from .ops import segment_sum
 
 
 def distance_basis(dist: torch.Tensor, num_bases: int, r_max: float, width_scale: float) -> torch.Tensor:
@@ -103,8 +102,3 @@ def weighted_angle_sum(weights: torch.Tensor, cos: torch.Tensor, valid: torch.Te
     if not weights.requires_grad:
         return _angle_sum(weights.detach(), cos, valid, src, num_atoms, centers, width, chunk)
     return WeightedAngleSum.apply(weights, cos, valid, src, num_atoms, centers, width, chunk)
-
-
-def weighted_distance_sum(weights: torch.Tensor, basis: torch.Tensor, src: torch.Tensor, num_atoms: int) -> torch.Tensor:
-    """B_ih = Σ_m w_mh b(|r_m|): weights (E, H), basis (E, K) → (N, H, K)."""
-    return segment_sum(weights[:, :, None] * basis[:, None, :], src, num_atoms)

@@ -6,21 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from crystalframer.analysis.attention import (attention_records, frame_of, frame_records, head_weights,
                                               inspection_to_dict, inspection_to_json, neighbor_table, sigma_table)
 from crystalframer.analysis.models import fresh_model
 from crystalframer.examples import get_example
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny crystals: one intra-op thread is fastest, and far faster on a busy shared CPU. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,6 @@ from crystalframer.analysis.models import fresh_model
 from crystalframer.examples import get_example
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny crystals: one intra-op thread is fastest, and far faster on a busy shared CPU. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     return fresh_model("max")

@@ -13,15 +13,6 @@ from crystalframer.examples import get_example, list_examples
 from crystalframer.finetune import FinetuneStopped, finetune
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny crystals: one intra-op thread is fastest, and far faster on a busy shared CPU. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     """Small crystals labelled with their volume per atom (a real, computable property)."""

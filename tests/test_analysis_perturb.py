@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from crystalframer.analysis.models import fresh_model
 from crystalframer.analysis.perturb import (frame_change, make_perturbed, rattle, rotate, rotation_matrix, strain,
                                             substitute, supercell, sweep, sweep_summary)
 from crystalframer.examples import get_example
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny crystals: one intra-op thread is fastest, and far faster on a busy shared CPU. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

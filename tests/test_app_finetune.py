@@ -21,15 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    """One intra-op thread, as the app itself sets when imported (crystalframer.viz.ui); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ft_ckpts")

@@ -22,15 +22,6 @@ APP = str(ROOT / "app.py")
 TIMEOUT = 240
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_threads():
-    """One intra-op thread, as the app itself sets when imported (crystalframer.viz.ui); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_checkpoints(folder: Path) -> Path:
     structures = [get_example(n) for n in list_examples()[:6]]
     for name, method in (("test-max", "max"), ("test-wpca", "weighted_pca")):

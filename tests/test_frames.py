@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -23,15 +22,6 @@ STRUCTURES = {
     "one_atom": ref.one_atom_cell(),
     "srtio3": ref.srtio3(),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster (and restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 _MODELS: dict[str, object] = {}

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -24,15 +23,6 @@ STRUCTURES = {
     "one_atom": ref.one_atom_cell(),
     "short_axis": ref.short_axis_cell(seed=10),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster (and restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def random_rotation(seed: int) -> np.ndarray:

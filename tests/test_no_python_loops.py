@@ -13,7 +13,6 @@ import inspect
 import os
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,15 +26,6 @@ from crystalframer.frames import FrameSampling  # noqa: E402
 from crystalframer.neighbors import neighbor_list  # noqa: E402
 
 PKG_DIR = os.path.dirname(os.path.abspath(crystalframer.__file__)) + os.sep
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster (and restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def count_lines(fn) -> collections.Counter:

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -36,15 +35,6 @@ STRUCTURES = {
     "disordered": _disordered_cell(),
     "short_axis": ref.short_axis_cell(),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster (and restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 GENERIC = ("low_symmetry", "rutile", "skewed_triclinic", "disordered", "short_axis")  # no exact ties anywhere

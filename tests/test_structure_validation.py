@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from pymatgen.core import DummySpecies, Element, Lattice, Molecule, Structure
 
@@ -12,15 +11,6 @@ import crystalframer
 from crystalframer import CrystalFramer, ModelConfig, StructureError, to_arrays
 
 CUBIC = Lattice.cubic(4.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster (and restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def nacl():

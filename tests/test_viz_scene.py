@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from crystalframer.analysis.models import fresh_model
 from crystalframer.examples import get_example
 from crystalframer.viz import charts, render_3dmol, render_plotly
 from crystalframer.viz.colors import element_color, element_radius
 from crystalframer.viz.scene import AXIS_COLORS, attention_scene, cell_edges, cell_images, scene_from_structure
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny crystals: one intra-op thread is fastest, and far faster on a busy shared CPU. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
