@@ -51,7 +51,11 @@ def generated_structures(count: int, seed: int = 0) -> list[Any]:
 
 
 def mp_structures(count: int, max_sites: int, seed: int = 0) -> list[Any] | None:
-    """The first ``count`` MP train structures with ≤ ``max_sites`` sites, or None if the data is absent."""
+    """``count`` MP train structures with ≤ ``max_sites`` sites drawn uniformly (seeded), or None without data.
+
+    Uses the cached MP reader (the first call parses the whole file, ~4 min; later calls take seconds).
+    """
+    from .data import read_mp_megnet
     from .data.config import mp_megnet_path
 
     try:
@@ -60,18 +64,10 @@ def mp_structures(count: int, max_sites: int, seed: int = 0) -> list[Any] | None
         return None
     if not path.exists():
         return None
-    import pandas as pd
-    from pymatgen.core import Structure
-
-    out = []
-    for chunk in pd.read_csv(path, usecols=["split", "cif"], chunksize=2000):
-        for cif in chunk.loc[chunk.split == "train", "cif"]:
-            s = Structure.from_str(cif, fmt="cif")
-            if len(s) <= max_sites:
-                out.append(s)
-            if len(out) >= count:
-                return out
-    return out
+    records, split_of = read_mp_megnet(path, splits=("train",), max_sites=max_sites, progress=False)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(records), size=min(count, len(records)), replace=False)
+    return [records[int(k)].structure for k in picks]
 
 
 def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int, device: str) -> dict[str, Any]:
@@ -130,7 +126,7 @@ def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int,
     return results
 
 
-def machine_description() -> str:
+def machine_description(threads: int | None = None) -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -143,7 +139,7 @@ def machine_description() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {gpu}, "
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads or torch.get_num_threads()} threads), {gpu}, "
             f"Python {platform.python_version()}")
 
 
@@ -198,14 +194,14 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"benchmark of {name} failed")
         rows.append(json.loads(line[len("RESULT "):]))
         print(f"  {name}: train {rows[-1]['train_per_s']:.1f}/s, infer {rows[-1]['infer_per_s']:.1f}/s", flush=True)
-    print(f"\nMachine: {machine_description()}")
+    print(f"\nMachine: {machine_description(args.threads or None)}")
     print(f"Data: {rows[0]['source']}, {rows[0]['structures']} structures (≤ {args.max_sites} sites, "
           f"{rows[0]['atoms_per_structure']:.1f} atoms and {rows[0]['edges_per_structure']:.0f} image-edges per "
           f"structure on average), batch {args.batch_size}, median of {args.repeats} passes\n")
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine_description(), "rows": rows}, fh, indent=2)
+            json.dump({"machine": machine_description(args.threads or None), "rows": rows}, fh, indent=2)
     return 0
 
 
