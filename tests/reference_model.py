@@ -499,3 +499,13 @@ def make_model(method: str, calibration_structures, seed: int = 0, angle_gain: f
     model.calibrate(list(calibration_structures))
     model.eval()
     return model
+
+
+def random_rotation(seed: int) -> np.ndarray:
+    """A uniformly random proper rotation matrix (det +1), seeded."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q

@@ -25,13 +25,7 @@ STRUCTURES = {
 }
 
 
-def random_rotation(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
+random_rotation = ref.random_rotation
 
 
 def _rebuild(structure, lattice, cart, species=None, to_unit_cell=False):
