@@ -88,6 +88,8 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     info = {"command": command, "data": data_info, "run_config": run}
     if init_from:
         info["init_from"] = str(init_from)
+        # Fine-tuning keeps the checkpoint's target normalisation unless asked (small sets give poor statistics).
+        info["keep_normalization"] = not bool(run.get("renormalize_targets", False))
     trainer = Trainer(model, train_graphs, val_graphs, train_cfg, out_dir, info=info)
     if not args.no_resume:
         trainer.try_resume()
