@@ -97,3 +97,18 @@ def test_train_then_evaluate_via_module_entry_point(structure_files, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MAE" in proc.stdout and "energy" in proc.stdout
     assert len(list(csv.DictReader(open(tmp_path / "parity.csv")))) == 12
+
+
+def test_finetune_from_checkpoint_keeps_normalisation(checkpoint, structure_files, tmp_path):
+    from crystalframer import load_model, read_metadata
+
+    _, table = structure_files
+    run = tmp_path / "ft"
+    assert main(["train", "--out", str(run), "--init_from", str(checkpoint), "--data.kind", "csv", "--data.path",
+                 str(table), "--data.target", "energy", "--data.val_fraction", "0.25", "--train.epochs", "1",
+                 "--train.batch_size", "4", "--train.swa_epochs", "0", "--train.progress", "false",
+                 "--device", "cpu"]) == 0
+    info = read_metadata(run / "model.safetensors")["info"]
+    assert info["init_from"] == str(checkpoint)
+    base, tuned = load_model(checkpoint), load_model(run / "model.safetensors")
+    assert float(tuned.target_std) == float(base.target_std) and float(tuned.target_mean) == float(base.target_mean)
