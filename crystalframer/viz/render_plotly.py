@@ -63,13 +63,30 @@ def add_scene(fig: go.Figure, scene: Scene, row: int | None = None, col: int | N
 CAMERA = {"eye": {"x": 2.1, "y": 1.0, "z": 0.75}, "up": {"x": 0, "y": 0, "z": 1}}
 
 
-def _axis_layout(distance: float = 1.0) -> dict:
+def _axis_layout(distance: float = 1.0, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Hidden axes, true proportions, and an oblique view (Plotly's default looks down the body diagonal, which
-    folds a cubic cell into a hexagon). ``distance`` scales the camera distance."""
+    folds a cubic cell into a hexagon). ``distance`` scales the camera distance; ``bounds`` (low, high corners in Å)
+    fixes the axis ranges so that several panels share one scale."""
     blank = {"visible": False, "showbackground": False}
     eye = {k: v * distance for k, v in CAMERA["eye"].items()}
-    return {"xaxis": blank, "yaxis": blank, "zaxis": blank, "aspectmode": "data",
-            "camera": {"eye": eye, "up": CAMERA["up"]}}
+    layout = {"xaxis": dict(blank), "yaxis": dict(blank), "zaxis": dict(blank), "aspectmode": "data",
+              "camera": {"eye": eye, "up": CAMERA["up"]}}
+    if bounds is not None:
+        low, high = bounds
+        span = np.maximum(high - low, 1e-6)
+        for axis, lo, hi in zip(("xaxis", "yaxis", "zaxis"), low, high):
+            layout[axis]["range"] = [float(lo), float(hi)]
+        layout["aspectmode"] = "manual"
+        layout["aspectratio"] = {k: float(v) for k, v in zip("xyz", span / span.max())}
+    return layout
+
+
+def _common_bounds(scenes: Sequence[Scene], pad: float = 0.6) -> tuple[np.ndarray, np.ndarray] | None:
+    pts = [a.position for s in scenes for a in s.atoms] + [p for s in scenes for seg in s.cell for p in seg]
+    if not pts:
+        return None
+    arr = np.asarray(pts, dtype=np.float64)
+    return arr.min(0) - pad, arr.max(0) + pad
 
 
 def scene_figure(scene: Scene, height: int = 520) -> go.Figure:
@@ -87,6 +104,7 @@ def grid_figure(scenes: Sequence[Scene], height: int = 320) -> go.Figure:
                         subplot_titles=[s.title for s in scenes], horizontal_spacing=0.01)
     for c, scene in enumerate(scenes, start=1):
         add_scene(fig, scene, row=1, col=c, marker_scale=32.0, showlegend=(c == 1))
-    layout = {("scene" if c == 1 else f"scene{c}"): _axis_layout(0.6) for c in range(1, n + 1)}
+    bounds = _common_bounds(scenes)  # one scale for every panel, so layers compare at a glance
+    layout = {("scene" if c == 1 else f"scene{c}"): _axis_layout(0.6, bounds) for c in range(1, n + 1)}
     fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0}, **layout)
     return fig
