@@ -14,6 +14,13 @@ import yaml
 FRAME_METHODS = ("none", "max", "weighted_pca", "static", "pca", "lattice")
 
 
+def check_keys(cls: type, data: dict[str, Any]) -> None:
+    """Reject keys that are not fields of the dataclass ``cls`` (typos in config files fail loudly)."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+
+
 @dataclass
 class ModelConfig:
     """Every hyperparameter of CrystalFramer. Defaults are the paper's (design.md §1.4).
@@ -121,10 +128,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys: {unknown}")
+        check_keys(cls, data)
         return cls(**data)
 
     def to_json(self) -> str:

@@ -9,7 +9,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from .checkpoint import save_checkpoint
+from .config import check_keys
 from .graph import CrystalGraph, GraphBatch, collate
 from .model import CrystalFramer, resolve_device
 
@@ -56,10 +57,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {unknown}")
+        check_keys(cls, data)
         data = dict(data)
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
