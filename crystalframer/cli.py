@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -85,6 +86,11 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         model = CrystalFramer(config)
     train_graphs, val_graphs, data_info = load_training_data(data_cfg, model.config.cutoff, list(target_names),
                                                              max_atoms=model.config.max_atoms, seed=train_cfg.seed)
+    if int(os.environ.get("RANK", "0")) == 0:
+        from .data import save_split
+
+        # The split as a file of ids next to the run, so the same split can be reused (data.split_file).
+        save_split(data_info["split"], out_dir / "split.json")
     info = {"command": command, "data": data_info, "run_config": run}
     if init_from:
         info["init_from"] = str(init_from)

@@ -91,6 +91,8 @@ def test_train_then_evaluate_via_module_entry_point(structure_files, tmp_path):
     assert (run / "model.safetensors").exists()
     info = json.loads((run / "result.json").read_text())
     assert info["epochs_done"] == 2
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) + len(split["val"]) == 12 and not set(split["train"]) & set(split["val"])
     proc = subprocess.run([sys.executable, "-m", "crystalframer", "evaluate", str(run / "model.safetensors"),
                            "--data", str(table), "--parity", str(tmp_path / "parity.csv"), "--device", "cpu"],
                           capture_output=True, text=True, env=env, timeout=600)
