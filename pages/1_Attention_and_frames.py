@@ -12,12 +12,8 @@ from crystalframer.structure import StructureError
 from crystalframer.viz import charts, ui
 from crystalframer.viz.scene import AXIS_COLORS, attention_scene
 
-st.set_page_config(page_title="Attention & frames · CrystalFramer", page_icon="🔷", layout="wide")
-st.title("Attention & frames")
-ui.sidebar()
-ref, model = ui.current_model()
-label, structure = ui.current_structure()
-ui.untrained_warning(model)
+ui.page_header("Attention & frames")
+ref, model, label, structure = ui.model_and_structure()
 cfg = model.config
 st.caption(f"{label} with {ui.describe(ref)} — frame method: {FRAME_METHOD_LABELS.get(cfg.frame_method)}. "
            "Neighbour atoms, periodic images included, are shaded by the attention weight they receive from the "

@@ -13,12 +13,8 @@ from crystalframer.structure import StructureError
 from crystalframer.viz import charts, ui
 from crystalframer.viz.scene import attention_scene
 
-st.set_page_config(page_title="Compare frames · CrystalFramer", page_icon="🔷", layout="wide")
-st.title("Compare frames")
-ui.sidebar()
-ref, model = ui.current_model()
-label, structure = ui.current_structure()
-ui.untrained_warning(model)
+ui.page_header("Compare frames")
+ref, model, label, structure = ui.model_and_structure()
 skey = ui.structure_key(structure)
 
 

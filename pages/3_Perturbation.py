@@ -18,9 +18,7 @@ from crystalframer.analysis.structures import element_symbols
 from crystalframer.structure import StructureError
 from crystalframer.viz import charts, ui
 
-st.set_page_config(page_title="Perturbation · CrystalFramer", page_icon="🔷", layout="wide")
-st.title("Perturbation")
-ui.sidebar(show_renderer=False)
+ui.page_header("Perturbation", show_renderer=False)
 label, structure = ui.current_structure()
 current = ui.current_model_ref()
 refs = ui.all_model_refs()

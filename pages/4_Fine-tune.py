@@ -16,9 +16,7 @@ from crystalframer.finetune import finetune
 from crystalframer.structure import StructureError
 from crystalframer.viz import charts, ui
 
-st.set_page_config(page_title="Fine-tune · CrystalFramer", page_icon="🔷", layout="wide")
-st.title("Fine-tune")
-ui.sidebar(show_renderer=False)
+ui.page_header("Fine-tune", show_renderer=False)
 ref, model = ui.current_model()
 st.caption(f"Starting point: {ui.describe(ref)}. Training runs on a copy; the loaded model is never changed. "
            "Recipe: AdamW (betas 0.9/0.98, weight decay 1e-5), L1 loss on normalised targets, gradient clipping "

@@ -187,6 +187,21 @@ def default_renderer() -> str:
     return RENDERERS[0] if render_3dmol.local_js_path(APP_ROOT) is not None else RENDERERS[1]
 
 
+def page_header(title: str, show_renderer: bool = True) -> None:
+    """Page config, title and sidebar: the common start of every analysis page."""
+    st.set_page_config(page_title=f"{title} · CrystalFramer", page_icon="🔷", layout="wide")
+    st.title(title)
+    sidebar(show_renderer=show_renderer)
+
+
+def model_and_structure() -> tuple[str, CrystalFramer, str, Structure]:
+    """The selected model (with the untrained warning when it applies) and the selected structure."""
+    ref, model = current_model()
+    label, structure = current_structure()
+    untrained_warning(model)
+    return ref, model, label, structure
+
+
 def sidebar(show_renderer: bool = True) -> None:
     """The current model and structure, plus the 3D renderer choice, in the sidebar."""
     label, structure = current_structure()
