@@ -104,17 +104,12 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
-def _load_structures(inputs: Sequence[str]) -> tuple[list[str], list[Any], list[tuple[str, str]]]:
-    from .io import read_structures
-
-    return read_structures(inputs)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .io import read_structures
 
     model = load_model(args.model, device=args.device)
-    names, structures, errors = _load_structures(args.inputs)
+    names, structures, errors = read_structures(args.inputs)
     for name, message in errors:
         print(f"skipped {name}: {message}", file=sys.stderr)
     if not structures:
@@ -185,9 +180,10 @@ def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .io import read_structures
 
     model = load_model(args.model, device=args.device)
-    names, structures, errors = _load_structures([args.input])
+    names, structures, errors = read_structures([args.input])
     if errors or not structures:
         print(f"cannot read {args.input}: {errors[0][1] if errors else 'no structure'}", file=sys.stderr)
         return 1
