@@ -112,13 +112,28 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             "code_version": meta.get("code_version", ""), "format_version": version, "path": str(path)}
 
 
+# Config keys that older checkpoints carry and this version no longer has (dropped: never read by the model).
+_OBSOLETE_CONFIG_KEYS = ("edge_chunk_size",)
+
+
+def upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored config as this version reads it, predicting exactly as when it was saved.
+
+    Checkpoints from before the ``angle_features`` option used every angle Gaussian, so they get the exact path;
+    their cutoff is whatever ``cutoff_sigmas`` they recorded. Obsolete keys are dropped.
+    """
+    data = {k: v for k, v in data.items() if k not in _OBSOLETE_CONFIG_KEYS}
+    data.setdefault("angle_features", "exact")
+    return data
+
+
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> CrystalFramer:
     """Load a checkpoint (shipped name or path) into an eval-mode model. ``model.checkpoint_info`` holds provenance."""
     meta = read_metadata(name_or_path)
     path = Path(meta["path"])
     try:
-        config = ModelConfig.from_dict(meta["config"])
+        config = ModelConfig.from_dict(upgrade_config(meta["config"]))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has a config this version cannot read: {exc}") from exc
     try:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 FRAME_METHODS = ("none", "max", "weighted_pca", "static", "pca", "lattice")
+ANGLE_FEATURE_PATHS = ("grid", "exact")
 
 
 def check_keys(cls: type, data: dict[str, Any]) -> None:
@@ -52,17 +53,23 @@ class ModelConfig:
     angle_width_scale: float = 4.0
     angle_coef: float = 1.0
     cos_abs: bool = False
+    # "grid": tabulated projected basis with a proven interpolation bound (fast, default); "exact": every Gaussian.
+    angle_features: str = "grid"
+    angle_grid_tol: float = 1e-8  # bound on |g̃(c) − g(c)| for every angle Gaussian (docs/model.md)
     # Frames (design §1.3).
     symm_break_noise: float = 1e-5
     pca_unit_vectors: bool = False
     pca_det_threshold: float = 1e-6  # relative: det(Σ) ≤ this·(tr Σ/3)^3 counts as rank-deficient
     # Engineering.
     max_atoms: int = 2000
-    edge_chunk_size: int = 65536
 
     def __post_init__(self) -> None:
         if self.frame_method not in FRAME_METHODS:
             raise ValueError(f"frame_method must be one of {FRAME_METHODS}, got {self.frame_method!r}")
+        if self.angle_features not in ANGLE_FEATURE_PATHS:
+            raise ValueError(f"angle_features must be one of {ANGLE_FEATURE_PATHS}, got {self.angle_features!r}")
+        if not self.angle_grid_tol > 0:
+            raise ValueError(f"angle_grid_tol must be positive, got {self.angle_grid_tol}")
         if self.model_dim % self.num_heads:
             raise ValueError("model_dim must be divisible by num_heads")
         if len(self.target_names) != self.n_targets:

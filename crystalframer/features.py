@@ -1,22 +1,45 @@
-"""Gaussian basis functions for the value position encodings (math §B4, §E)."""
+"""Gaussian bases of the value position encodings (math §B4, §E) and their attention-weighted sums.
+
+Two ways to compute the framed angle term Σ_k P_k Σ_m w_m g(c_mk) of one layer (docs/model.md, "Angle features"):
+
+* ``exact``: every Gaussian of every image-edge, head and axis (E·H·3·D exponentials), in atom chunks that are
+  recomputed in the backward pass so memory stays bounded. The test reference.
+* ``grid`` (default): the *projected* basis T_kh(c) = P_kh g(c) (head_dim values instead of D Gaussians) is
+  tabulated on a uniform grid of cosines each forward pass; each image-edge spreads its weight onto the four nearest
+  grid nodes with cubic Lagrange weights, and one batched matmul with the table gives the term. This is exact
+  for cubic polynomials, and for the Gaussians each interpolated value g̃(c) obeys the proven bound
+  |g̃(c) − g(c)| ≤ (9/128)·(h/τ)^4 (h = grid step, τ = Gaussian width), which fixes the grid size from
+  ``angle_grid_tol``. The same bound holds for the gradients (they interpolate the same functions).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
+from .ops import floored_exp
+
+# Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and the
+# fourth derivative of exp(−x²/2τ²) peaks at 3/τ⁴ (x = 0), so the error is at most (9/128)(h/τ)⁴.
+GRID_TAPS = 4
+_LAGRANGE_CONSTANT = 9.0 / 128.0
+_EXACT_CHUNK_ELEMENTS = 1 << 21
 
 
 def distance_basis(dist: torch.Tensor, num_bases: int, r_max: float, width_scale: float) -> torch.Tensor:
     """b_k(r) = exp(−(r − μ_k)^2 / (2ς^2)), μ_k = k·r_max/K (k = 1..K), ς = width_scale·r_max/K.
 
-    dist: (E,) Å → (E, K).
+    dist: (...) Å → (..., K).
     """
     step = r_max / num_bases
     centers = torch.arange(1, num_bases + 1, dtype=dist.dtype, device=dist.device) * step
     width = width_scale * step
-    return torch.exp(-((dist[:, None] - centers) ** 2) / (2.0 * width * width))
+    out = dist[..., None] - centers
+    out.square_().mul_(-0.5 / (width * width))
+    return floored_exp(out, inplace=True)
 
 
 def angle_centers(num_bases: int, cos_abs: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -31,74 +54,183 @@ def angle_width(num_bases: int, width_scale: float, cos_abs: bool) -> float:
     return width_scale * span / max(num_bases - 1, 1)
 
 
-def angle_gaussians(cos: torch.Tensor, valid: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
-    """g(c) for every axis: cos (e, H, 3), valid (e,) → (e, H, 3, D); zero images give 0."""
-    g = torch.exp(-((cos[..., None] - centers) ** 2) / (2.0 * width * width))
-    return g * valid.to(g.dtype).view(-1, 1, 1, 1)
+def angle_gaussians(cos: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
+    """g(c) = exp(−(c − ν)^2 / (2τ^2)) for every centre ν: cos (...) → (..., D)."""
+    out = cos[..., None] - centers
+    out.square_().mul_(-0.5 / (width * width))
+    return floored_exp(out, inplace=True)
 
 
-def _log_weighted_gaussians(log_w: torch.Tensor, scaled_cos: torch.Tensor, scaled_centers: torch.Tensor) -> torch.Tensor:
-    """w·g(c) computed as exp(log w − (c' − ν')^2) in four in-place passes (c', ν' pre-scaled by 1/(√2 τ)).
+# ----- exact path -----------------------------------------------------------------------------------------------
+def _exact_chunk(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tensor, centers: torch.Tensor,
+                 width: float) -> torch.Tensor:
+    g = angle_gaussians(cos, centers, width)  # (n, H, 3, M, D)
+    summed = torch.einsum("nhm,nhkmd->nhkd", weights, g)
+    return torch.einsum("nhkd,khed->nhe", summed, proj)
 
-    log_w: (e, H) (−inf where the weight or the image is zero); scaled_cos: (e, H, 3) → (e, H, 3, D).
+
+def angle_term_exact(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tensor, centers: torch.Tensor,
+                     width: float) -> torch.Tensor:
+    """Σ_k P_kh Σ_m w_m g(c_mk) with every Gaussian evaluated.
+
+    weights: (R, H, W) attention weights of each row of slots, zero on empty slots and on the zero image;
+    cos: (R, H, 3, W) detached cosines; proj: (3, H, head_dim, D). Returns (R, H, head_dim) per row. Row chunks of
+    bounded size; under autograd each chunk is recomputed in the backward pass instead of storing its Gaussians.
     """
-    t = scaled_cos[..., None] - scaled_centers
-    t.square_()
-    torch.sub(log_w[:, :, None, None], t, out=t)
-    return t.exp_()
+    n, h, _, m = cos.shape
+    per_atom = max(1, h * 3 * m * centers.shape[0])
+    chunk = max(1, _EXACT_CHUNK_ELEMENTS // per_atom)
+    parts = []
+    for start in range(0, n, chunk):  # bounded-memory atom chunks; each chunk is vectorized
+        sl = slice(start, min(n, start + chunk))
+        if torch.is_grad_enabled() and (weights.requires_grad or proj.requires_grad):
+            parts.append(checkpoint(_exact_chunk, weights[sl], cos[sl], proj, centers, width, use_reentrant=False))
+        else:
+            parts.append(_exact_chunk(weights[sl], cos[sl], proj, centers, width))
+    return torch.cat(parts) if parts else proj.new_zeros((0, h, proj.shape[2]))
 
 
-class WeightedAngleSum(torch.autograd.Function):
-    """A_ihk = Σ_m w_mh g(c_mhk) per source atom, without storing the (E, H, 3, D) Gaussians.
+# ----- grid path ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AngleGrid:
+    """Uniform grid of cosines x_p = start + p·step, p = 0..size−1, covering [low, high] with a margin for the
+    four-node stencil (and for cosines that round slightly outside [low, high])."""
 
-    The cosines come from detached frames, so only ``weights`` needs a gradient. Gaussians are computed in edge
-    chunks small enough to stay in cache, in the forward pass, and recomputed in the backward pass: memory stays
-    O(chunk·H·3·D).
+    low: float
+    high: float
+    step: float
+    size: int
+
+    @classmethod
+    def for_basis(cls, width: float, cos_abs: bool, tol: float) -> "AngleGrid":
+        """The coarsest grid whose interpolation error bound (9/128)(h/τ)^4 is ≤ ``tol``."""
+        if not tol > 0:
+            raise ValueError(f"angle_grid_tol must be positive, got {tol}")
+        low, high = (0.0, 1.0) if cos_abs else (-1.0, 1.0)
+        step_max = width * (tol / _LAGRANGE_CONSTANT) ** 0.25
+        intervals = max(1, math.ceil((high - low) / step_max))
+        step = (high - low) / intervals
+        return cls(low=low, high=high, step=step, size=intervals + 5)
+
+    @property
+    def start(self) -> float:
+        return self.low - 2.0 * self.step  # two spare nodes below low, three above high
+
+    def error_bound(self, width: float) -> float:
+        """Proven bound on |g̃(c) − g(c)| for every Gaussian of width ``width`` and every c in [low, high]."""
+        return _LAGRANGE_CONSTANT * (self.step / width) ** 4
+
+    def nodes(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self.start + self.step * torch.arange(self.size, dtype=dtype, device=device)
+
+
+def _cubic_lagrange(t: torch.Tensor) -> list[torch.Tensor]:
+    """Weights of nodes −1, 0, 1, 2 for points at t ∈ [0, 1) between nodes 0 and 1 (each tensor shaped like t).
+
+    Written with fused multiply-adds because the cost is memory passes over E·H·3 values: 9 passes for four weights.
+    """
+    zero = t.new_zeros(())
+    tm1 = t - 1.0
+    a = t * tm1  # t(t − 1)
+    b = a - 2.0  # (t + 1)(t − 2)
+    w0 = torch.addcmul(zero, b, tm1, value=0.5)  # (t+1)(t−1)(t−2)/2
+    w1 = torch.addcmul(zero, b, t, value=-0.5)  # −(t+1)t(t−2)/2
+    tm1.sub_(1.0)  # t − 2
+    wm1 = torch.addcmul(zero, a, tm1, value=-1.0 / 6.0)  # −t(t−1)(t−2)/6
+    tm1.add_(3.0)  # t + 1
+    w2 = torch.addcmul(zero, a, tm1, value=1.0 / 6.0)  # (t+1)t(t−1)/6
+    return [wm1, w0, w1, w2]
+
+
+_GRID_CHUNK_ITEMS = 1 << 18  # (slot, head, axis) items per chunk: the chunk's temporaries stay in cache
+
+
+def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice, num_atoms: int,
+                  grid: AngleGrid, cos_abs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """For the slots of ``rows``: flat histogram index of node −1 of each (slot, head, axis) item, and its four cubic
+    Lagrange weights. Histogram layout (head, axis, atom, node) = (Q, N, G), Q = H·3.
+
+    frames: (N, H, 3, 3); unit: (R, W, 3). Returns index (r, H, 3, W) int64 and four (r, H, 3, W) weights.
+    """
+    atoms = row_atom[rows]
+    r = int(atoms.shape[0])
+    h = frames.shape[1]
+    w = unit.shape[1]
+    g = grid.size
+    cos = torch.bmm(frames[atoms].reshape(r, h * 3, 3), unit[rows].transpose(1, 2)).view(r, h, 3, w)
+    if cos_abs:
+        cos.abs_()
+    # Grid coordinate u ∈ [2, G − 3] for c ∈ [low, high]; the clamp only guards against rounding.
+    u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(1.0, g - 3.0)
+    index = u.long()  # floor, as u > 0
+    frac = u.sub_(index)
+    q = torch.arange(h * 3, device=unit.device).view(1, h, 3, 1)
+    index.add_((q * num_atoms + atoms.view(r, 1, 1, 1)) * g - 1)
+    return index, _cubic_lagrange(frac)
+
+
+class _GridAngleTerm(torch.autograd.Function):
+    """Σ_q-blocks of hist @ table, where hist[q, i, node] = Σ_m w_m L_s(c_m) is spread from every item.
+
+    Forward and backward walk the rows in chunks and recompute each chunk's cosines and stencil weights, so no
+    per-item tensor outlives its chunk (memory O(chunk + Q·N·G)) and the elementwise work stays in cache.
+    Gradients: ``weights`` (through the gather of the histogram gradient at the same stencil nodes) and ``table``.
     """
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, cos: torch.Tensor, valid: torch.Tensor, src: torch.Tensor,
-                num_atoms: int, centers: torch.Tensor, width: float, chunk: int) -> torch.Tensor:
-        out = _angle_sum(weights, cos, valid, src, num_atoms, centers, width, chunk)
-        ctx.save_for_backward(cos, valid, src, centers)
-        ctx.width, ctx.chunk = width, chunk
+    def forward(ctx, weights: torch.Tensor, table: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor,
+                row_atom: torch.Tensor, num_atoms: int, grid: AngleGrid, cos_abs: bool) -> torch.Tensor:
+        r, h, w = weights.shape
+        q, g = h * 3, grid.size
+        hist = weights.new_zeros(q * num_atoms * g)
+        step = max(1, _GRID_CHUNK_ITEMS // max(1, q * w))
+        for start in range(0, r, step):  # fixed-size chunks of rows; each chunk is vectorized
+            rows = slice(start, min(r, start + step))
+            index, lagrange = _grid_stencil(frames, unit, row_atom, rows, num_atoms, grid, cos_abs)
+            flat = index.reshape(-1)
+            wts = weights[rows, :, None, :]
+            for s, lag in enumerate(lagrange):  # the four stencil taps
+                hist[s:].scatter_add_(0, flat, lag.mul_(wts).reshape(-1))
+        hist = hist.view(q, num_atoms, g)
+        out = torch.bmm(hist, table)  # (Q, N, head_dim)
+        ctx.save_for_backward(hist, table, frames, unit, row_atom)
+        ctx.meta = (num_atoms, grid, cos_abs, step, weights.shape)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        cos, valid, src, centers = ctx.saved_tensors
-        e, h = cos.shape[:2]
-        scale = 1.0 / (math.sqrt(2.0) * ctx.width)
-        log_valid = torch.log(valid.to(cos.dtype))[:, None].expand(e, h)
-        scaled_cos, scaled_centers = cos * scale, centers * scale
-        grad_w = grad_out.new_zeros((e, h))
-        for start in range(0, e, ctx.chunk):  # bounded-memory chunks; each chunk is vectorized
-            stop = min(e, start + ctx.chunk)
-            g = _log_weighted_gaussians(log_valid[start:stop], scaled_cos[start:stop], scaled_centers)
-            g.mul_(grad_out[src[start:stop]])
-            grad_w[start:stop] = g.sum((-1, -2))
-        return grad_w, None, None, None, None, None, None, None
+        hist, table, frames, unit, row_atom = ctx.saved_tensors
+        num_atoms, grid, cos_abs, step, shape = ctx.meta
+        grad_weights = grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.bmm(hist.transpose(1, 2), grad_out)  # (Q, G, head_dim)
+        if ctx.needs_input_grad[0]:
+            grad_hist = torch.bmm(grad_out, table.transpose(1, 2)).reshape(-1)  # (Q·N·G,)
+            r = shape[0]
+            grad_weights = grad_out.new_empty(shape)
+            for start in range(0, r, step):
+                rows = slice(start, min(r, start + step))
+                index, lagrange = _grid_stencil(frames, unit, row_atom, rows, num_atoms, grid, cos_abs)
+                flat = index.reshape(-1)
+                acc = grad_hist.index_select(0, flat).view_as(index).mul_(lagrange[0])
+                for s in range(1, 4):
+                    acc.addcmul_(grad_hist[s:].index_select(0, flat).view_as(index), lagrange[s])
+                grad_weights[rows] = acc.sum(2)
+        return grad_weights, grad_table, None, None, None, None, None, None
 
 
-def _angle_sum(weights: torch.Tensor, cos: torch.Tensor, valid: torch.Tensor, src: torch.Tensor, num_atoms: int,
-               centers: torch.Tensor, width: float, chunk: int) -> torch.Tensor:
-    e, h = weights.shape
-    scale = 1.0 / (math.sqrt(2.0) * width)
-    log_w = torch.log(weights * valid.to(weights.dtype)[:, None])
-    scaled_cos, scaled_centers = cos * scale, centers * scale
-    out = weights.new_zeros((num_atoms, h, 3, centers.shape[0]))
-    for start in range(0, e, chunk):  # bounded-memory chunks; each chunk is vectorized
-        stop = min(e, start + chunk)
-        out.index_add_(0, src[start:stop],
-                       _log_weighted_gaussians(log_w[start:stop], scaled_cos[start:stop], scaled_centers))
-    return out
+def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
+                    proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
+                    cos_abs: bool) -> torch.Tensor:
+    """The same term as :func:`angle_term_exact`, through the tabulated projected basis (see the module doc).
 
-
-def weighted_angle_sum(weights: torch.Tensor, cos: torch.Tensor, valid: torch.Tensor, src: torch.Tensor,
-                       num_atoms: int, centers: torch.Tensor, width: float, max_elements: int = 1 << 19) -> torch.Tensor:
-    """(N, H, 3, D) attention-weighted angle features; see :class:`WeightedAngleSum`."""
-    per_edge = weights.shape[1] * 3 * centers.shape[0]
-    chunk = max(1, max_elements // per_edge)
-    if not weights.requires_grad:
-        return _angle_sum(weights.detach(), cos, valid, src, num_atoms, centers, width, chunk)
-    return WeightedAngleSum.apply(weights, cos, valid, src, num_atoms, centers, width, chunk)
+    weights: (R, H, W) slot weights (zero on empty slots and the zero image); frames: (N, H, 3, 3) detached;
+    unit: (R, W, 3) unit vectors of the slots (zero where empty); row_atom: (R,) the atom of each row;
+    proj: (3, H, head_dim, D). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, four
+    scatter-adds (and four gathers backward); per atom, head and axis: one (G × head_dim) product.
+    """
+    n, h = frames.shape[:2]
+    nodes = grid.nodes(weights.dtype, weights.device)
+    table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj).reshape(h * 3, grid.size, -1)
+    out = _GridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
+    return out.view(h, 3, n, -1).sum(1).transpose(0, 1)

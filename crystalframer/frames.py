@@ -1,7 +1,9 @@
 """Local frames F_ih = (e1, e2, e3) per atom i and head h (design.md §1.3).
 
 Every function here runs without gradients: frames are detached by design. A frame tensor has shape (N, H, 3, 3)
-with rows e1, e2, e3 (so ``F @ r`` gives the coordinates of r in the frame).
+with rows e1, e2, e3 (so ``F @ r`` gives the coordinates of r in the frame). Per-edge inputs (scores, weights) are
+dense (R, H, W) slot rows of the :class:`~crystalframer.geometry.EdgeGeometry` layout; empty slots carry −inf scores and
+zero weights.
 
 Randomness follows a :class:`FrameSampling` policy:
 
@@ -20,9 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .ops import segment_argmax, segment_sum
+from .geometry import EdgeGeometry
+from .ops import segment_sum
 
-ZERO_VECTOR_EPS = 1e-5  # Å^2: images with |r|^2 below this are the zero (self) image
 PARALLEL_LIMIT = 0.9999  # axis-2 candidates with |cos| at or above this are "parallel" to e1
 LOG_FLOOR = 1e-5
 
@@ -35,76 +37,6 @@ class FrameSampling:
     @property
     def stochastic(self) -> bool:
         return self.mode in ("train", "sample")
-
-
-@dataclass
-class EdgeGeometry:
-    """Geometry of a batch's image-edges, computed once per forward pass.
-
-    src, dst: (E,); vec: (E, 3) Å; dist2: (E,) Å^2; unit: (E, 3) (zero for the zero image); nonzero: (E,) bool;
-    atom_batch: (N,) crystal of each atom; positions: (N, 3); lattice: (B, 3, 3).
-    """
-
-    src: torch.Tensor
-    dst: torch.Tensor
-    vec: torch.Tensor
-    dist2: torch.Tensor
-    unit: torch.Tensor
-    nonzero: torch.Tensor
-    num_atoms: int
-    atom_batch: torch.Tensor
-    positions: torch.Tensor
-    lattice: torch.Tensor
-    # Padded per-atom layout (N, M) of the same edges, M = most edges of any atom: dense softmax and bmm.
-    slot: torch.Tensor  # (E,) position of each edge within its source atom's row
-    pad_edge: torch.Tensor  # (N, M) edge index of each slot (clamped where empty)
-    pad_mask: torch.Tensor  # (N, M) True where the slot holds an edge
-    dst_pad: torch.Tensor  # (N, M) key atom of each slot (0 where empty)
-    dist2_pad: torch.Tensor  # (N, M) squared length of each slot's image vector (0 where empty)
-    # Atom pairs (i, j): q·k and value sums are per pair, image-edges only add a·|r|^2 to the logits.
-    edge_pair: torch.Tensor  # (E,) pair index of each edge
-    pair_src: torch.Tensor  # (P,)
-    pair_dst: torch.Tensor  # (P,)
-    pair_pad: torch.Tensor  # (N, M) pair index of each slot (0 where empty)
-
-    @property
-    def max_slots(self) -> int:
-        return int(self.pad_mask.shape[1])
-
-    def to_padded(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """(E, ...) edge values → (N, M, ...) with ``fill`` in empty slots."""
-        out = values[self.pad_edge]
-        mask = self.pad_mask.view(self.pad_mask.shape + (1,) * (values.dim() - 1))
-        return out.masked_fill(~mask, fill)
-
-    @classmethod
-    def build(cls, src: torch.Tensor, dst: torch.Tensor, vec: torch.Tensor, atom_batch: torch.Tensor,
-              positions: torch.Tensor, lattice: torch.Tensor) -> "EdgeGeometry":
-        dist2 = (vec * vec).sum(-1)
-        nonzero = dist2 > ZERO_VECTOR_EPS
-        unit = torch.where(nonzero[:, None], vec / dist2.clamp_min(ZERO_VECTOR_EPS).sqrt()[:, None],
-                           torch.zeros_like(vec))
-        n = int(positions.shape[0])
-        counts = torch.bincount(src, minlength=n)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(src.shape[0], device=src.device) - starts[src]
-        width = int(counts.max()) if n else 0
-        cols = torch.arange(width, device=src.device)
-        pad_mask = cols[None, :] < counts[:, None]
-        pad_edge = (starts[:, None] + cols[None, :]).clamp(max=max(src.shape[0] - 1, 0))
-        # Edges are sorted by (src, dst, image), so each pair's edges are contiguous.
-        new_pair = torch.ones_like(src, dtype=torch.bool)
-        if src.shape[0] > 1:
-            new_pair[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
-        edge_pair = torch.cumsum(new_pair.long(), 0) - 1
-        firsts = torch.nonzero(new_pair).squeeze(1)
-        zeros = torch.zeros_like(pad_edge)
-        return cls(src=src, dst=dst, vec=vec, dist2=dist2, unit=unit, nonzero=nonzero, num_atoms=n,
-                   atom_batch=atom_batch, positions=positions, lattice=lattice, slot=slot, pad_edge=pad_edge,
-                   pad_mask=pad_mask, dst_pad=torch.where(pad_mask, dst[pad_edge], zeros),
-                   dist2_pad=torch.where(pad_mask, dist2[pad_edge], torch.zeros_like(dist2[pad_edge])),
-                   edge_pair=edge_pair, pair_src=src[firsts], pair_dst=dst[firsts],
-                   pair_pad=torch.where(pad_mask, edge_pair[pad_edge], zeros))
 
 
 def _uniform_noise(shape: tuple[int, ...], like: torch.Tensor, scale: float, gen: torch.Generator | None) -> torch.Tensor:
@@ -125,31 +57,41 @@ def _identity_frames(n: int, h: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=like.dtype, device=like.device).expand(n, h, 3, 3).clone()
 
 
-def third_moment(axes: torch.Tensor, weights: torch.Tensor, vecs: torch.Tensor, geom: EdgeGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+def third_moment(axes: torch.Tensor, weights: torch.Tensor, vecs: torch.Tensor,
+                 geom: EdgeGeometry) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted third moments Σ_m w_m (a·x_m)^3 of each axis, and their scale Σ_m w_m |x_m|^3.
 
-    axes: (N, H, K, 3); weights: (E, H); vecs: (E, 3). Returns ((N, H, K), (N, H)).
+    axes: (N, H, K, 3); weights: (R, H, W); vecs: (R, W, 3). Returns ((N, H, K), (N, H)).
     """
-    proj = torch.einsum("ehkc,ec->ehk", axes[geom.src], vecs)
-    moment = segment_sum(weights[..., None] * proj**3, geom.src, geom.num_atoms)
-    norm3 = (vecs * vecs).sum(-1).sqrt() ** 3
-    scale = segment_sum(weights * norm3[:, None], geom.src, geom.num_atoms)
+    r, w = vecs.shape[:2]
+    _, h, k, _ = axes.shape
+    proj = torch.bmm(axes[geom.row_atom].reshape(r, h * k, 3), vecs.transpose(1, 2)).view(r, h, k, w)
+    moment = geom.atom_sum((weights[:, :, None, :] * proj**3).sum(-1))
+    norm3 = (vecs * vecs).sum(-1).sqrt() ** 3  # (R, W)
+    scale = geom.atom_sum((weights * norm3[:, None, :]).sum(-1))
     return moment, scale
 
 
-def _orient_translation_ties(direction: torch.Tensor, chosen: torch.Tensor, scores: torch.Tensor,
+def _orient_translation_ties(direction: torch.Tensor, row: torch.Tensor, col: torch.Tensor, scores: torch.Tensor,
                              weights: torch.Tensor, geom: EdgeGeometry) -> torch.Tensor:
-    """Flip ``direction`` (N, H, 3), the unit vector of the chosen edge, when the chosen image r* has an exactly
-    tied partner −r* (a lattice translation of atom i seen both ways) and the weighted third moment along it is
-    negative. Without ties the argmax decides alone."""
+    """Flip ``direction`` (N, H, 3), the unit vector of the chosen slot (row, col), when the chosen image r* has an
+    exactly tied partner −r* (a lattice translation of atom i seen both ways) and the weighted third moment along it
+    is negative. Without ties the argmax decides alone."""
     n, h = direction.shape[:2]
-    heads = torch.arange(h, device=scores.device)
-    best = scores[chosen, heads.view(1, -1)]  # (N, H)
-    r_star = geom.vec[chosen]  # (N, H, 3)
-    opposite = ((geom.vec[:, None, :] + r_star[geom.src]) ** 2).sum(-1) < 1e-10 * (1.0 + geom.dist2[:, None])
+    heads = torch.arange(h, device=scores.device)[None, :]
+    best = scores[row, heads, col]  # (N, H)
+    r_star = geom.vec[row, col]  # (N, H, 3)
     tol = _tie_tolerance(scores) * (1.0 + best.abs())
-    tied_edge = opposite & (scores >= (best - tol)[geom.src])
-    tied = segment_sum(tied_edge.to(scores.dtype), geom.src, geom.num_atoms) > 0
+    # Only slots scoring within the tie tolerance of the best can tie; they are few, so test geometry on them alone.
+    near = (scores >= (best - tol)[geom.row_atom][..., None]).nonzero()  # (K, 3): row, head, column
+    r_near, h_near, c_near = near.unbind(1)
+    atom = geom.row_atom[r_near]
+    sep = ((geom.vec[r_near, c_near] + r_star[atom, h_near]) ** 2).sum(-1)  # |r_m + r*|^2
+    opposite = sep < 1e-10 * (1.0 + geom.dist2[r_near, c_near])
+    tied = torch.zeros((n, h), dtype=torch.bool, device=scores.device)
+    tied[atom[opposite], h_near[opposite]] = True
+    if not bool(tied.any()):
+        return direction
     moment, scale = third_moment(direction[:, :, None, :], weights, geom.vec, geom)
     flip = tied & (moment[..., 0] < -_tie_tolerance(scores) * scale)
     return torch.where(flip[..., None], -direction, direction)
@@ -159,34 +101,35 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
                sampling: FrameSampling, noise: float) -> torch.Tensor:
     """Max frames (and, with distance-only scores, static frames).
 
-    score_base: (E, H) log-weights of each image-edge (attention logits for ``max``, a·|r|^2 for ``static``);
-    a: (N, H) Gaussian coefficients; weights: (E, H) the matching normalised weights (used for tie orientation).
-    e1 = direction of the highest-weight non-zero image; ẽ2 maximises w·(1 − |e1·r̂|) over non-parallel images;
-    Gram–Schmidt; e3 = e1 × e2.
+    score_base: (R, H, W) log-weights of each image-edge slot (attention logits for ``max``, a·|r|^2 for
+    ``static``); a: (N, H) Gaussian coefficients; weights: (R, H, W) the matching normalised weights (used for tie
+    orientation). e1 = direction of the highest-weight non-zero image; ẽ2 maximises w·(1 − |e1·r̂|) over
+    non-parallel images; Gram–Schmidt; e3 = e1 × e2.
     """
+    r, h, w = score_base.shape
     n = geom.num_atoms
-    e, h = score_base.shape
     neg_inf = torch.tensor(float("-inf"), dtype=score_base.dtype, device=score_base.device)
-    eligible = geom.nonzero[:, None].expand(e, h)
+    eligible = geom.valid[:, None, :]
     score1 = torch.where(eligible, score_base, neg_inf)
     if sampling.stochastic and noise > 0:
         # As the reference: noise on the squared distance, i.e. a·ε on the log-weight.
-        score1 = score1 + a[geom.src] * _uniform_noise((e, h), score_base, noise, sampling.generator)
-    first, ok1 = segment_argmax(score1, geom.src, n)
-    e1 = geom.unit[first]  # (N, H, 3)
+        score1 = score1 + a[geom.row_atom][..., None] * _uniform_noise((r, h, w), score_base, noise,
+                                                                        sampling.generator)
+    row1, col1, ok1 = geom.atom_argmax(score1)
+    e1 = geom.pick(geom.unit, row1, col1)  # (N, H, 3)
     if not sampling.stochastic:
-        e1 = _orient_translation_ties(e1, first, score1, weights, geom)
+        e1 = _orient_translation_ties(e1, row1, col1, score1, weights, geom)
 
-    cos1 = (e1[geom.src] * geom.unit[:, None, :]).sum(-1)  # (E, H)
-    eligible2 = eligible & (cos1.abs() < PARALLEL_LIMIT)
-    score2 = score_base + torch.log((1.0 - cos1.abs()).clamp_min(LOG_FLOOR))
+    abs1 = torch.bmm(e1[geom.row_atom], geom.unit.transpose(1, 2)).abs_()  # |e1·r̂|, (R, H, W)
+    eligible2 = eligible & (abs1 < PARALLEL_LIMIT)
+    score2 = score_base + torch.log((1.0 - abs1).clamp_min_(LOG_FLOOR))
     score2 = torch.where(eligible2, score2, neg_inf)
     if sampling.stochastic and noise > 0:
-        score2 = score2 + _uniform_noise((e, h), score_base, noise, sampling.generator)
-    second, ok2 = segment_argmax(score2, geom.src, n)
-    t2 = geom.unit[second]
+        score2 = score2 + _uniform_noise((r, h, w), score_base, noise, sampling.generator)
+    row2, col2, ok2 = geom.atom_argmax(score2)
+    t2 = geom.pick(geom.unit, row2, col2)
     if not sampling.stochastic:
-        t2 = _orient_translation_ties(t2, second, score2, weights, geom)
+        t2 = _orient_translation_ties(t2, row2, col2, score2, weights, geom)
 
     # Without an axis-2 candidate every neighbour is parallel to e1 (a chain): all of them have cosine 0 with any
     # perpendicular axis, so any perpendicular e2 gives the same features; take one built from e1 alone.
@@ -237,28 +180,27 @@ def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeG
                         noise: float, unit_vectors: bool, det_threshold: float) -> torch.Tensor:
     """Eigenvectors of Σ_ih = Σ_m w_m x_m x_mᵀ (x = r, or r̂ if ``unit_vectors``), ascending eigenvalues → e1, e2, e3.
 
-    A symmetry-breaking term noise·s·r̂ r̂ᵀ is added along one neighbour direction: the highest-weight non-zero image
-    in eval (deterministic), a random non-zero image in train/sample. s = det(Σ)^{1/3} as in the reference when Σ
-    has full rank (det > ``det_threshold``·(tr Σ/3)^3, a scale-free test), else tr Σ/3, so flat layers (rank 2) and
-    chains (rank 1) still get eigenvector frames: their undetermined axes have zero cosine with every neighbour, so
-    the features do not depend on them. Only an atom with no non-zero neighbour (tr Σ = 0) gets the identity frame
-    (its angle features are all zero anyway).
+    weights, logits: (R, H, W). A symmetry-breaking term noise·s·r̂ r̂ᵀ is added along one neighbour direction: the
+    highest-weight non-zero image in eval (deterministic), a random non-zero image in train/sample.
+    s = det(Σ)^{1/3} as in the reference when Σ has full rank (det > ``det_threshold``·(tr Σ/3)^3, a scale-free
+    test), else tr Σ/3, so flat layers (rank 2) and chains (rank 1) still get eigenvector frames: their undetermined
+    axes have zero cosine with every neighbour, so the features do not depend on them. Only an atom with no non-zero
+    neighbour (tr Σ = 0) gets the identity frame (its angle features are all zero anyway).
     """
+    r, h, w = weights.shape
     n = geom.num_atoms
-    e, h = weights.shape
-    x = geom.unit if unit_vectors else geom.vec
-    outer = x[:, :, None] * x[:, None, :]  # (E, 3, 3)
-    sigma = segment_sum(weights[..., None, None] * outer[:, None], geom.src, n)  # (N, H, 3, 3)
+    x = geom.unit if unit_vectors else geom.vec  # (R, W, 3)
+    outer = (x[..., :, None] * x[..., None, :]).reshape(r, w, 9)
+    sigma = geom.atom_sum(torch.bmm(weights, outer)).view(n, h, 3, 3)
     det = torch.linalg.det(sigma)
     neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
-    eligible = geom.nonzero[:, None].expand(e, h)
     if sampling.stochastic:
-        pick_scores = torch.rand((e, h), generator=sampling.generator, dtype=logits.dtype,
+        pick_scores = torch.rand((r, h, w), generator=sampling.generator, dtype=logits.dtype,
                                  device="cpu" if sampling.generator is not None else logits.device).to(logits.device)
     else:
         pick_scores = logits
-    pick, _ = segment_argmax(torch.where(eligible, pick_scores, neg_inf), geom.src, n)
-    u = geom.unit[pick]  # (N, H, 3)
+    row, col, _ = geom.atom_argmax(torch.where(geom.valid[:, None, :], pick_scores, neg_inf))
+    u = geom.pick(geom.unit, row, col)  # (N, H, 3)
     mean_eig = sigma.diagonal(dim1=-2, dim2=-1).sum(-1) / 3.0
     full_rank = det > det_threshold * mean_eig**3
     bump = noise * torch.where(full_rank, det.clamp_min(0).pow(1.0 / 3.0), mean_eig)

@@ -13,7 +13,8 @@ import torch.nn as nn
 from .attention import EncoderBlock, LayerTrace
 from .config import ModelConfig
 from .features import distance_basis
-from .frames import EdgeGeometry, FrameSampling
+from .frames import FrameSampling
+from .geometry import EdgeGeometry
 from .graph import CrystalGraph, GraphBatch, build_graph, collate
 from .ops import segment_sum
 
@@ -157,8 +158,9 @@ class CrystalFramer(nn.Module):
         sampling = self._sampling(sampling)
         geom = EdgeGeometry.build(batch.edge_src, batch.edge_dst, batch.edge_vec, batch.batch, batch.positions,
                                   batch.lattice)
-        dist_basis = geom.to_padded(distance_basis(geom.dist2.sqrt(), cfg.dist_bases,
-                                                   cfg.dist_max_factor * cfg.scale_real, cfg.dist_width_scale))
+        # Empty slots get b(0); their attention weight is exactly 0, so they add nothing.
+        dist_basis = distance_basis(geom.dist2.sqrt(), cfg.dist_bases, cfg.dist_max_factor * cfg.scale_real,
+                                    cfg.dist_width_scale)
         x = self.embedding(batch.species)
         traces: list[LayerTrace] = []
         for block in self.blocks:

@@ -465,14 +465,19 @@ def srtio3():
 # Shared test helper: a float64 model whose angle features matter
 # ---------------------------------------------------------------------------------------------------------------
 def make_model(method: str, calibration_structures, seed: int = 0, angle_gain: float = 20.0, config=None,
-               target_mean=1.0, target_std=2.0):
+               target_mean=1.0, target_std=2.0, exact: bool = True):
     """A calibrated float64 model in eval mode, with randomised biases and amplified position encodings so that
-    every part of the forward pass (angle features in particular) moves the prediction."""
+    every part of the forward pass (angle features in particular) moves the prediction. ``exact`` selects the
+    exact angle-feature path (the one this reference mirrors term by term)."""
+    import dataclasses
+
     import torch
 
     from crystalframer import CrystalFramer, ModelConfig
 
     cfg = config if config is not None else ModelConfig(frame_method=method)
+    if exact:
+        cfg = dataclasses.replace(cfg, angle_features="exact")
     torch.manual_seed(seed)
     model = CrystalFramer(cfg).double()
     gen = torch.Generator().manual_seed(seed + 12345)

@@ -136,17 +136,6 @@ def test_cutoffs(cutoff):
     check(positions, lattice, cutoff=cutoff)
 
 
-def test_memory_blocks_do_not_change_the_result():
-    """Source atoms processed in many small blocks give exactly the same list."""
-    rng = np.random.default_rng(2)
-    lattice = np.array([[5.1, 0.0, 0.0], [0.9, 4.8, 0.0], [-0.7, 0.4, 5.3]])
-    positions = rng.uniform(-0.5, 1.5, size=(9, 3)) @ lattice
-    full = neighbor_list(positions, lattice, CUTOFF)
-    blocked = neighbor_list(positions, lattice, CUTOFF, max_block=5000)
-    for field in ("src", "dst", "image", "vec"):
-        np.testing.assert_array_equal(getattr(full, field), getattr(blocked, field))
-
-
 def test_coordinates_on_cell_faces():
     """Fractional coordinates that round onto the cell faces (−1e−17 wraps to exactly 1.0)."""
     lattice = np.array([[3.4, 0.0, 0.0], [0.5, 3.6, 0.0], [0.2, -0.3, 3.9]])

@@ -2,14 +2,13 @@
 
 Every line executed inside the ``crystalframer`` package during a forward pass is counted with ``sys.settrace``.
 Growing the crystal 8x (a 2x2x2 supercell: 8x the atoms and image-edges) must not change any line's count.
-The structures are small enough that the edge-chunked angle features (features.py) stay one chunk: the test
-uses the light preset (16 angle bases) and checks this precondition against ``weighted_angle_sum``'s default.
+The structures are small enough that the row-chunked angle features (features.py, grid path) stay one chunk: the
+test checks this precondition against ``features._GRID_CHUNK_ITEMS``.
 """
 
 from __future__ import annotations
 
 import collections
-import inspect
 import os
 import sys
 
@@ -21,7 +20,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import crystalframer  # noqa: E402
 import reference_model as ref  # noqa: E402
 from crystalframer import CrystalFramer, ModelConfig, build_graph, collate  # noqa: E402
-from crystalframer.features import weighted_angle_sum  # noqa: E402
+from crystalframer import features  # noqa: E402
+from crystalframer.geometry import ROW_WIDTH  # noqa: E402
 from crystalframer.frames import FrameSampling  # noqa: E402
 from crystalframer.neighbors import neighbor_list  # noqa: E402
 
@@ -79,11 +79,10 @@ def batches():
     graphs = {k: build_graph(s, cfg.cutoff) for k, s in STRUCTURES.items()}
     assert graphs["large"].num_atoms == 8 * graphs["small"].num_atoms
     assert graphs["large"].num_edges == 8 * graphs["small"].num_edges
-    # Precondition: the angle features (features.weighted_angle_sum, max_elements / (H·3·D) edges per chunk) are
-    # one chunk even for the large structure.
-    max_elements = inspect.signature(weighted_angle_sum).parameters["max_elements"].default
-    chunk = max_elements // (cfg.num_heads * 3 * cfg.angle_bases)
-    assert graphs["large"].num_edges <= chunk, "test structures too large for one angle-feature chunk"
+    # Precondition: the angle features (features._GridAngleTerm, _GRID_CHUNK_ITEMS (slot, head, axis) items per
+    # chunk of rows) are one chunk even for the large structure.
+    rows = -(-graphs["large"].num_edges // ROW_WIDTH) + graphs["large"].num_atoms
+    assert rows * cfg.num_heads * 3 * ROW_WIDTH <= features._GRID_CHUNK_ITEMS, "test structures too large for one chunk"
     return {k: collate([g], dtype=torch.float64) for k, g in graphs.items()}
 
 
@@ -134,18 +133,17 @@ def test_neighbor_search_and_collate_have_no_per_atom_loop():
     assert not diff, "\n".join(diff)
 
 
-def test_line_counter_detects_a_loop():
-    """The detector works: forcing the angle features into several edge chunks makes a line count grow."""
-    h, d = 2, 4
-    centers = torch.linspace(-1, 1, d, dtype=torch.float64)
+def test_line_counter_detects_a_loop(batches, monkeypatch):
+    """The detector works: forcing the angle features into several row chunks makes a line count grow."""
+    monkeypatch.setattr(features, "_GRID_CHUNK_ITEMS", 1)
+    model = CrystalFramer(config("max")).double()
+    model.calibrate([STRUCTURES["small"]])
+    model.eval()
 
-    def run(n_edges):
+    def run(batch):
         def call():
-            w = torch.rand(n_edges, h, dtype=torch.float64)
-            cos = torch.rand(n_edges, h, 3, dtype=torch.float64)
-            valid = torch.ones(n_edges, dtype=torch.bool)
-            src = torch.zeros(n_edges, dtype=torch.long)
-            weighted_angle_sum(w, cos, valid, src, 1, centers, 0.3, max_elements=h * 3 * d * 4)
+            with torch.no_grad():
+                model(batch)
         return call
 
-    assert _diff(count_lines(run(8)), count_lines(run(64)))
+    assert _diff(count_lines(run(batches["small"])), count_lines(run(batches["large"])))

@@ -45,14 +45,13 @@ def model(request):
     return ref.make_model(request.param, STRUCTURES.values())
 
 
-_CACHE: dict[tuple[int, str], ref.ReferenceResult] = {}
-
-
 def _reference(model, name):
-    key = (id(model), name)
-    if key not in _CACHE:
-        _CACHE[key] = ref.reference_predict(model, STRUCTURES[name])
-    return _CACHE[key]
+    # Cached on the model itself: an id()-keyed cache hands a collected model's results to a new model at the same
+    # address (that made these tests flaky).
+    cache = model.__dict__.setdefault("_reference_results", {})
+    if name not in cache:
+        cache[name] = ref.reference_predict(model, STRUCTURES[name])
+    return cache[name]
 
 
 def _assert_close(pred, expected, what):
