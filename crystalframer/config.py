@@ -43,7 +43,9 @@ class ModelConfig:
     scale_real: float = 1.4  # r0, Å
     gauss_lb_real: float = 0.5  # b, lower bound of the positive map
     positive_func_beta: float = 0.1
-    cutoff_sigmas: float = 3.5  # R_c = cutoff_sigmas * r0 / sqrt(b)
+    # R_c = cutoff_sigmas · r0/√b ≈ 10.9 Å: predictions within 1e-5 eV/atom of the converged lattice sum (docs/model.md);
+    # checkpoints record their own value (those trained before this default used 3.5).
+    cutoff_sigmas: float = 5.5
     # Value position encodings (math §B4, §E).
     dist_bases: int = 64
     dist_max_factor: float = 10.0  # r_max = dist_max_factor * r0

@@ -52,7 +52,7 @@ def test_presets():
     d = ModelConfig()
     assert (d.frame_method, d.num_layers, d.model_dim, d.num_heads, d.ff_dim, d.dist_bases, d.angle_bases) == (
         "max", 4, 128, 8, 512, 64, 64)
-    assert d.cutoff == pytest.approx(3.5 * 1.4 / 0.5 ** 0.5)
+    assert d.cutoff == pytest.approx(5.5 * 1.4 / 0.5 ** 0.5)
     assert set(FRAME_METHODS) >= {"none", "max", "weighted_pca", "static", "pca", "lattice"}
     assert ModelConfig.preset("light") == light
 

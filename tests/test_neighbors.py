@@ -11,7 +11,7 @@ import pytest
 from crystalframer import ModelConfig
 from crystalframer.neighbors import neighbor_list
 
-CUTOFF = ModelConfig().cutoff  # ≈ 6.93 Å
+CUTOFF = ModelConfig().cutoff  # ≈ 10.9 Å
 
 
 def brute_force(positions: np.ndarray, lattice: np.ndarray, cutoff: float) -> dict[tuple[int, ...], np.ndarray]:
