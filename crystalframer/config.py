@@ -57,7 +57,7 @@ class ModelConfig:
     cos_abs: bool = False
     # "grid": tabulated projected basis with a proven interpolation bound (fast, default); "exact": every Gaussian.
     angle_features: str = "grid"
-    angle_grid_tol: float = 1e-8  # bound on |g̃(c) − g(c)| for every angle Gaussian (docs/model.md)
+    angle_grid_tol: float = 1e-7  # bound on |g̃(c) − g(c)| for every angle Gaussian (docs/model.md)
     # Frames (design §1.3).
     symm_break_noise: float = 1e-5
     pca_unit_vectors: bool = False

@@ -44,6 +44,24 @@ def _uniform_noise(shape: tuple[int, ...], like: torch.Tensor, scale: float, gen
     return ((noise - 0.5) * scale).to(like.device)
 
 
+def _jitter(scores: torch.Tensor, half_width: torch.Tensor, geom: EdgeGeometry,
+            gen: torch.Generator | None) -> torch.Tensor:
+    """scores (R, H, W) + U(−w, w) tie-break noise, w = ``half_width`` (broadcastable to scores).
+
+    Noise is drawn only for slots within 2w of their atom's best score: the others cannot win the argmax whatever
+    their noise, so the argmax has the same distribution as with noise on every slot, at the cost of a few random
+    numbers instead of one per slot (drawing R·H·W of them took ~15 % of a training step).
+    """
+    half_width = half_width.expand_as(scores)
+    best = geom.atom_max(scores.amax(-1))[geom.row_atom][..., None]  # (R, H, 1)
+    candidates = (scores >= best - 2.0 * half_width).nonzero(as_tuple=True)
+    k = int(candidates[0].shape[0])
+    noise = torch.rand((k,), generator=gen, dtype=scores.dtype, device="cpu" if gen is not None else scores.device)
+    out = scores.clone()
+    out[candidates] += (noise.to(scores.device) * 2.0 - 1.0) * half_width[candidates]
+    return out
+
+
 def _random_signs(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     bits = torch.randint(0, 2, shape, generator=gen, device="cpu" if gen is not None else like.device)
     return (bits.to(device=like.device, dtype=like.dtype) * 2 - 1)
@@ -106,15 +124,14 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     orientation). e1 = direction of the highest-weight non-zero image; ẽ2 maximises w·(1 − |e1·r̂|) over
     non-parallel images; Gram–Schmidt; e3 = e1 × e2.
     """
-    r, h, w = score_base.shape
+    h = score_base.shape[1]
     n = geom.num_atoms
     neg_inf = torch.tensor(float("-inf"), dtype=score_base.dtype, device=score_base.device)
     eligible = geom.valid[:, None, :]
     score1 = torch.where(eligible, score_base, neg_inf)
     if sampling.stochastic and noise > 0:
         # As the reference: noise on the squared distance, i.e. a·ε on the log-weight.
-        score1 = score1 + a[geom.row_atom][..., None] * _uniform_noise((r, h, w), score_base, noise,
-                                                                        sampling.generator)
+        score1 = _jitter(score1, (0.5 * noise) * a[geom.row_atom][..., None].abs(), geom, sampling.generator)
     row1, col1, ok1 = geom.atom_argmax(score1)
     e1 = geom.pick(geom.unit, row1, col1)  # (N, H, 3)
     if not sampling.stochastic:
@@ -125,7 +142,7 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     score2 = score_base + torch.log((1.0 - abs1).clamp_min_(LOG_FLOOR))
     score2 = torch.where(eligible2, score2, neg_inf)
     if sampling.stochastic and noise > 0:
-        score2 = score2 + _uniform_noise((r, h, w), score_base, noise, sampling.generator)
+        score2 = _jitter(score2, score2.new_full((1, 1, 1), 0.5 * noise), geom, sampling.generator)
     row2, col2, ok2 = geom.atom_argmax(score2)
     t2 = geom.pick(geom.unit, row2, col2)
     if not sampling.stochastic:
