@@ -145,10 +145,11 @@ def _cubic_lagrange(t: torch.Tensor) -> list[torch.Tensor]:
 _GRID_CHUNK_ITEMS = 1 << 18  # (slot, head, axis) items per chunk: the chunk's temporaries stay in cache
 
 
-def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice, num_atoms: int,
-                  grid: AngleGrid, cos_abs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """For the slots of ``rows``: flat histogram index of node −1 of each (slot, head, axis) item, and its four cubic
-    Lagrange weights. Histogram layout (head, axis, atom, node) = (Q, N, G), Q = H·3.
+def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice, first_atom: int,
+                  num_atoms: int, grid: AngleGrid, cos_abs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """For the slots of ``rows``: flat index of stencil node −1 of each (slot, head, axis) item in the chunk's
+    histogram, and its four cubic Lagrange weights. Histogram layout (head·axis, atom − first_atom, node) =
+    (Q, num_atoms, G), Q = H·3.
 
     frames: (N, H, 3, 3); unit: (R, W, 3). Returns index (r, H, 3, W) int64 and four (r, H, 3, W) weights.
     """
@@ -165,16 +166,38 @@ def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tens
     index = u.long()  # floor, as u > 0
     frac = u.sub_(index)
     q = torch.arange(h * 3, device=unit.device).view(1, h, 3, 1)
-    index.add_((q * num_atoms + atoms.view(r, 1, 1, 1)) * g - 1)
+    index.add_((q * num_atoms + (atoms - first_atom).view(r, 1, 1, 1)) * g - 1)
     return index, _cubic_lagrange(frac)
 
 
-class _GridAngleTerm(torch.autograd.Function):
-    """Σ_q-blocks of hist @ table, where hist[q, i, node] = Σ_m w_m L_s(c_m) is spread from every item.
+def _row_chunks(row_atom: torch.Tensor, step: int) -> list[tuple[slice, int, int]]:
+    """Chunks of ``step`` rows with the range of atoms they touch: (rows, first atom, number of atoms)."""
+    r = int(row_atom.shape[0])
+    if r == 0:
+        return []
+    starts = list(range(0, r, step))
+    bounds = row_atom[torch.tensor([[s, min(r, s + step) - 1] for s in starts], device=row_atom.device)].tolist()
+    return [(slice(s, min(r, s + step)), lo, hi - lo + 1) for s, (lo, hi) in zip(starts, bounds)]
 
-    Forward and backward walk the rows in chunks and recompute each chunk's cosines and stencil weights, so no
-    per-item tensor outlives its chunk (memory O(chunk + Q·N·G)) and the elementwise work stays in cache.
-    Gradients: ``weights`` (through the gather of the histogram gradient at the same stencil nodes) and ``table``.
+
+def _spread(weights: torch.Tensor, index: torch.Tensor, lagrange: list[torch.Tensor], numel: int,
+            inplace: bool) -> torch.Tensor:
+    """hist[index + s] += w · L_s for the four stencil taps s (weights (r, H, 1, W) broadcast over the axis)."""
+    hist = weights.new_zeros(numel)
+    flat = index.reshape(-1)
+    for s, lag in enumerate(lagrange):  # the four stencil taps (a constant, not the data)
+        hist[s:].scatter_add_(0, flat, (lag.mul_(weights) if inplace else lag * weights).reshape(-1))
+    return hist
+
+
+class _GridAngleTerm(torch.autograd.Function):
+    """(Q, N, head_dim) = per (head, axis) block: hist @ table, hist[q, i, node] = Σ_m w_m L_s(c_m).
+
+    Forward and backward walk the rows in chunks of ``_GRID_CHUNK_ITEMS`` items. Each chunk recomputes its cosines
+    and stencil weights, spreads them into a histogram of only the atoms it touches (small enough to stay in cache,
+    and never a Q·N·G array), and multiplies it by the table at once; the backward pass re-spreads the chunk for
+    the table's gradient and gathers the histogram's gradient at the same nodes for the weights' gradient.
+    Memory: O(chunk), whatever the number of atoms.
     """
 
     @staticmethod
@@ -182,35 +205,32 @@ class _GridAngleTerm(torch.autograd.Function):
                 row_atom: torch.Tensor, num_atoms: int, grid: AngleGrid, cos_abs: bool) -> torch.Tensor:
         r, h, w = weights.shape
         q, g = h * 3, grid.size
-        hist = weights.new_zeros(q * num_atoms * g)
-        step = max(1, _GRID_CHUNK_ITEMS // max(1, q * w))
-        for start in range(0, r, step):  # fixed-size chunks of rows; each chunk is vectorized
-            rows = slice(start, min(r, start + step))
-            index, lagrange = _grid_stencil(frames, unit, row_atom, rows, num_atoms, grid, cos_abs)
-            flat = index.reshape(-1)
-            wts = weights[rows, :, None, :]
-            for s, lag in enumerate(lagrange):  # the four stencil taps
-                hist[s:].scatter_add_(0, flat, lag.mul_(wts).reshape(-1))
-        hist = hist.view(q, num_atoms, g)
-        out = torch.bmm(hist, table)  # (Q, N, head_dim)
-        ctx.save_for_backward(hist, table, frames, unit, row_atom)
-        ctx.meta = (num_atoms, grid, cos_abs, step, weights.shape)
+        out = weights.new_zeros((q, num_atoms, table.shape[-1]))
+        chunks = _row_chunks(row_atom, max(1, _GRID_CHUNK_ITEMS // max(1, q * w)))
+        for rows, first, count in chunks:  # fixed-size chunks of rows; each chunk is vectorized
+            index, lagrange = _grid_stencil(frames, unit, row_atom, rows, first, count, grid, cos_abs)
+            hist = _spread(weights[rows, :, None, :], index, lagrange, q * count * g, inplace=True)
+            out[:, first:first + count] += torch.bmm(hist.view(q, count, g), table)
+        ctx.save_for_backward(weights, table, frames, unit, row_atom)
+        ctx.meta = (grid, cos_abs, chunks)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        hist, table, frames, unit, row_atom = ctx.saved_tensors
-        num_atoms, grid, cos_abs, step, shape = ctx.meta
-        grad_weights = grad_table = None
-        if ctx.needs_input_grad[1]:
-            grad_table = torch.bmm(hist.transpose(1, 2), grad_out)  # (Q, G, head_dim)
-        if ctx.needs_input_grad[0]:
-            grad_hist = torch.bmm(grad_out, table.transpose(1, 2)).reshape(-1)  # (Q·N·G,)
-            r = shape[0]
-            grad_weights = grad_out.new_empty(shape)
-            for start in range(0, r, step):
-                rows = slice(start, min(r, start + step))
-                index, lagrange = _grid_stencil(frames, unit, row_atom, rows, num_atoms, grid, cos_abs)
+        weights, table, frames, unit, row_atom = ctx.saved_tensors
+        grid, cos_abs, chunks = ctx.meta
+        q, g = table.shape[0], grid.size
+        need_weights, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_weights = torch.zeros_like(weights) if need_weights else None
+        grad_table = torch.zeros_like(table) if need_table else None
+        for rows, first, count in chunks:
+            index, lagrange = _grid_stencil(frames, unit, row_atom, rows, first, count, grid, cos_abs)
+            grad_chunk = grad_out[:, first:first + count]  # (Q, count, head_dim)
+            if need_table:
+                hist = _spread(weights[rows, :, None, :], index, lagrange, q * count * g, inplace=False)
+                grad_table += torch.bmm(hist.view(q, count, g).transpose(1, 2), grad_chunk)
+            if need_weights:
+                grad_hist = torch.bmm(grad_chunk, table.transpose(1, 2)).reshape(-1)  # (Q·count·G,)
                 flat = index.reshape(-1)
                 acc = grad_hist.index_select(0, flat).view_as(index).mul_(lagrange[0])
                 for s in range(1, 4):
