@@ -18,8 +18,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.utils.checkpoint import checkpoint
-
 from .ops import floored_exp
 
 # Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and the
@@ -62,11 +60,33 @@ def angle_gaussians(cos: torch.Tensor, centers: torch.Tensor, width: float) -> t
 
 
 # ----- exact path -----------------------------------------------------------------------------------------------
-def _exact_chunk(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tensor, centers: torch.Tensor,
-                 width: float) -> torch.Tensor:
-    g = angle_gaussians(cos, centers, width)  # (n, H, 3, M, D)
-    summed = torch.einsum("nhm,nhkmd->nhkd", weights, g)
-    return torch.einsum("nhkd,khed->nhe", summed, proj)
+class _ExactAngleSum(torch.autograd.Function):
+    """A[r, h, k] = Σ_m w_rhm g(c_rhkm) ∈ R^D for every row of slots, every Gaussian evaluated.
+
+    Row chunks of bounded size; the backward pass recomputes each chunk's Gaussians instead of storing them, so
+    memory stays O(chunk + R·H·3·D). Gradient only for ``weights`` (the cosines come from detached frames).
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, cos: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
+        r, h, _, m = cos.shape
+        step = max(1, _EXACT_CHUNK_ELEMENTS // max(1, h * 3 * m * centers.shape[0]))
+        out = weights.new_empty((r, h, 3, centers.shape[0]))
+        for start in range(0, r, step):  # bounded-memory row chunks; each chunk is vectorized
+            sl = slice(start, min(r, start + step))
+            out[sl] = torch.einsum("nhm,nhkmd->nhkd", weights[sl], angle_gaussians(cos[sl], centers, width))
+        ctx.save_for_backward(cos, centers)
+        ctx.width, ctx.step = width, step
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        cos, centers = ctx.saved_tensors
+        grad = grad_out.new_empty(cos.shape[:2] + cos.shape[3:])
+        for start in range(0, cos.shape[0], ctx.step):
+            sl = slice(start, min(cos.shape[0], start + ctx.step))
+            grad[sl] = torch.einsum("nhkd,nhkmd->nhm", grad_out[sl], angle_gaussians(cos[sl], centers, ctx.width))
+        return grad, None, None, None
 
 
 def angle_term_exact(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tensor, centers: torch.Tensor,
@@ -74,20 +94,10 @@ def angle_term_exact(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tenso
     """Σ_k P_kh Σ_m w_m g(c_mk) with every Gaussian evaluated.
 
     weights: (R, H, W) attention weights of each row of slots, zero on empty slots and on the zero image;
-    cos: (R, H, 3, W) detached cosines; proj: (3, H, head_dim, D). Returns (R, H, head_dim) per row. Row chunks of
-    bounded size; under autograd each chunk is recomputed in the backward pass instead of storing its Gaussians.
+    cos: (R, H, 3, W) detached cosines; proj: (3, H, head_dim, D). Returns (R, H, head_dim) per row.
     """
-    n, h, _, m = cos.shape
-    per_atom = max(1, h * 3 * m * centers.shape[0])
-    chunk = max(1, _EXACT_CHUNK_ELEMENTS // per_atom)
-    parts = []
-    for start in range(0, n, chunk):  # bounded-memory atom chunks; each chunk is vectorized
-        sl = slice(start, min(n, start + chunk))
-        if torch.is_grad_enabled() and (weights.requires_grad or proj.requires_grad):
-            parts.append(checkpoint(_exact_chunk, weights[sl], cos[sl], proj, centers, width, use_reentrant=False))
-        else:
-            parts.append(_exact_chunk(weights[sl], cos[sl], proj, centers, width))
-    return torch.cat(parts) if parts else proj.new_zeros((0, h, proj.shape[2]))
+    summed = _ExactAngleSum.apply(weights, cos, centers, width)  # (R, H, 3, D)
+    return torch.einsum("nhkd,khed->nhe", summed, proj)
 
 
 # ----- grid path ------------------------------------------------------------------------------------------------

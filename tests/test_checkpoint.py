@@ -77,3 +77,40 @@ def test_other_version_and_foreign_files_give_clear_errors(saved, tmp_path):
 def test_missing_name_lists_shipped(tmp_path):
     with pytest.raises(CheckpointError, match="shipped checkpoints"):
         load_model("no-such-model")
+
+
+def test_checkpoints_from_before_the_faithful_defaults_keep_their_behaviour(tmp_path):
+    """A config without ``angle_features`` (older checkpoints) loads with the exact path and the cutoff it recorded;
+    the obsolete ``edge_chunk_size`` key is dropped. A new checkpoint keeps its own (grid) choice."""
+    from crystalframer.checkpoint import upgrade_config
+
+    old = CrystalFramer(tiny_config()).config.to_dict()
+    old.pop("angle_features")
+    old["cutoff_sigmas"] = 3.5
+    old["edge_chunk_size"] = 65536
+    upgraded = upgrade_config(old)
+    assert upgraded["angle_features"] == "exact" and upgraded["cutoff_sigmas"] == 3.5
+    assert "edge_chunk_size" not in upgraded
+    new = CrystalFramer(tiny_config()).config.to_dict()
+    assert upgrade_config(new)["angle_features"] == new["angle_features"] == "grid"
+
+
+# Eval predictions (eV/atom) of the shipped checkpoints, recorded with the code that wrote their cards
+# (docs/model.md, frame-sample table): loading them must keep predicting these.
+SHIPPED_PREDICTIONS = {
+    ("mp-eform-max", "SrTiO3 (cubic perovskite)"): -3.5670, ("mp-eform-max", "TiO2 (rutile)"): -3.5140,
+    ("mp-eform-max", "ZnS (zincblende)"): -1.1371, ("mp-eform-max", "MgAl2O4 (spinel)"): -3.3426,
+    ("mp-eform-wpca", "SrTiO3 (cubic perovskite)"): -3.5677, ("mp-eform-wpca", "TiO2 (rutile)"): -3.5420,
+    ("mp-eform-wpca", "ZnS (zincblende)"): -1.1642, ("mp-eform-wpca", "MgAl2O4 (spinel)"): -3.2770,
+}
+
+
+@pytest.mark.parametrize("name", ["mp-eform-max", "mp-eform-wpca"])
+def test_shipped_checkpoints_predict_as_when_their_cards_were_written(name):
+    from crystalframer.examples import get_example
+
+    model = load_model(name)
+    assert model.config.angle_features == "exact" and model.config.cutoff_sigmas == 3.5
+    for (ckpt, example), expected in SHIPPED_PREDICTIONS.items():
+        if ckpt == name:
+            assert model.predict([get_example(example)])[0, 0] == pytest.approx(expected, abs=1.5e-4), example
