@@ -17,7 +17,8 @@ from .geometry import EdgeGeometry
 
 @dataclass
 class LayerTrace:
-    """What one layer did, for inspection: sigma (N, H) Å, weights (E, H) per flat edge, frames (N, H, 3, 3) or None."""
+    """What one layer did, for inspection: sigma (N, H) Å, weights (E, H) per flat edge, frames (N, H, 3, 3) or
+    None."""
 
     sigma: torch.Tensor
     weights: torch.Tensor
@@ -118,7 +119,8 @@ class PeriodicAttention(nn.Module):
         qk = (q[:, None] * k_pair).sum(-1).transpose(1, 2) / math.sqrt(dh)  # (N, H, J)
         row_atom = geom.row_atom
         slot_pair = geom.pair_slot[:, None, :].expand(-1, h, -1)  # (R, H, W)
-        logits = torch.gather(qk.index_select(0, row_atom), 2, slot_pair) + a[row_atom][..., None] * geom.dist2[:, None, :]
+        logits = torch.gather(qk.index_select(0, row_atom), 2, slot_pair)
+        logits = logits + a[row_atom][..., None] * geom.dist2[:, None, :]
         logits = logits.masked_fill(~geom.pad_mask[:, None, :], float("-inf"))
         weights = geom.softmax(logits)  # (R, H, W)
         # Σ_m w_m v_j = Σ_j (Σ_n w_ijn) v_j: value sums per pair.

@@ -183,6 +183,11 @@ def machine_description(threads: int | None = None) -> str:
             f"Python {platform.python_version()}")
 
 
+def _rate(per_s: float) -> str:
+    """Structures per second with three significant digits (a 1,000-atom cell runs well below 1/s)."""
+    return f"{per_s:.1f}" if per_s >= 100 else f"{per_s:.3g}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     base = next((r for r in rows if r["name"] == "none"), None)
     lines = ["| model | params | train structs/s | infer structs/s | train cost vs none | infer cost vs none | peak mem (MB) |",
@@ -190,8 +195,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         rel_t = f"{base['train_per_s'] / r['train_per_s']:.2f}x" if base else "-"
         rel_i = f"{base['infer_per_s'] / r['infer_per_s']:.2f}x" if base else "-"
-        lines.append(f"| {r['name']} | {r['params'] / 1000:.1f}K | {r['train_per_s']:.1f} | {r['infer_per_s']:.1f} | "
-                     f"{rel_t} | {rel_i} | {r['peak_mem_mb']:.0f} |")
+        lines.append(f"| {r['name']} | {r['params'] / 1000:.1f}K | {_rate(r['train_per_s'])} | "
+                     f"{_rate(r['infer_per_s'])} | {rel_t} | {rel_i} | {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -261,8 +266,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"benchmark of {name} ({group}) failed")
             rows.append(json.loads(line[len("RESULT "):]))
-            print(f"  {group} {name}: train {rows[-1]['train_per_s']:.1f}/s, infer {rows[-1]['infer_per_s']:.1f}/s",
-                  flush=True)
+            print(f"  {group} {name}: train {_rate(rows[-1]['train_per_s'])}/s, "
+                  f"infer {_rate(rows[-1]['infer_per_s'])}/s", flush=True)
         all_rows[group] = rows
     print(f"\nMachine: {machine_description(args.threads or None)}")
     for group, rows in all_rows.items():

@@ -43,8 +43,8 @@ class ModelConfig:
     scale_real: float = 1.4  # r0, Å
     gauss_lb_real: float = 0.5  # b, lower bound of the positive map
     positive_func_beta: float = 0.1
-    # R_c = cutoff_sigmas · r0/√b ≈ 10.9 Å: predictions within 1e-5 eV/atom of the converged lattice sum (docs/model.md);
-    # checkpoints record their own value (those trained before this default used 3.5).
+    # R_c = cutoff_sigmas · r0/√b ≈ 10.9 Å: predictions within 1e-5 eV/atom of the converged lattice sum
+    # (docs/model.md); checkpoints record their own value (those trained before this default used 3.5).
     cutoff_sigmas: float = 5.5
     # Value position encodings (math §B4, §E).
     dist_bases: int = 64

@@ -2,7 +2,7 @@
 
 Two ways to compute the framed angle term Σ_k P_k Σ_m w_m g(c_mk) of one layer (docs/model.md, "Angle features"):
 
-* ``exact``: every Gaussian of every image-edge, head and axis (E·H·3·D exponentials), in atom chunks that are
+* ``exact``: every Gaussian of every image-edge, head and axis (E·H·3·D exponentials), in row chunks that are
   recomputed in the backward pass so memory stays bounded. The test reference.
 * ``grid`` (default): the *projected* basis T_kh(c) = P_kh g(c) (head_dim values instead of D Gaussians) is
   tabulated on a uniform grid of cosines each forward pass; each image-edge spreads its weight onto the four nearest
@@ -18,11 +18,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+
 from .ops import floored_exp
 
-# Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and the
-# fourth derivative of exp(−x²/2τ²) peaks at 3/τ⁴ (x = 0), so the error is at most (9/128)(h/τ)⁴.
-GRID_TAPS = 4
+# Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and
+# the fourth derivative of exp(−x²/2τ²) peaks at 3/τ⁴ (x = 0), so the error is at most (9/128)(h/τ)⁴.
 _LAGRANGE_CONSTANT = 9.0 / 128.0
 _EXACT_CHUNK_ELEMENTS = 1 << 21
 

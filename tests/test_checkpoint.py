@@ -95,22 +95,28 @@ def test_checkpoints_from_before_the_faithful_defaults_keep_their_behaviour(tmp_
     assert upgrade_config(new)["angle_features"] == new["angle_features"] == "grid"
 
 
-# Eval predictions (eV/atom) of the shipped checkpoints, recorded with the code that wrote their cards
-# (docs/model.md, frame-sample table): loading them must keep predicting these.
+# Eval predictions (eV/atom) of the shipped checkpoints on rattled built-in crystals (0.05 Å, seeded), recorded
+# with the code that wrote their cards (commit 166314f). Loading them must keep predicting these. Weighted PCA is
+# left out: its frames are rounding-decided on many cells (degenerate Σ, third moments near the sign threshold),
+# so any change of summation order moves them (0.0785 → 0.0780 val MAE; docs/model.md, "Ties").
 SHIPPED_PREDICTIONS = {
-    ("mp-eform-max", "SrTiO3 (cubic perovskite)"): -3.5670, ("mp-eform-max", "TiO2 (rutile)"): -3.5140,
-    ("mp-eform-max", "ZnS (zincblende)"): -1.1371, ("mp-eform-max", "MgAl2O4 (spinel)"): -3.3426,
-    ("mp-eform-wpca", "SrTiO3 (cubic perovskite)"): -3.5677, ("mp-eform-wpca", "TiO2 (rutile)"): -3.5420,
-    ("mp-eform-wpca", "ZnS (zincblende)"): -1.1642, ("mp-eform-wpca", "MgAl2O4 (spinel)"): -3.2770,
+    "mp-eform-none": [-3.510347, -3.447969, -1.137504, -3.413469],
+    "mp-eform-max": [-3.568323, -3.484412, -1.03853, -3.313372],
 }
+RATTLED_EXAMPLES = ["SrTiO3 (cubic perovskite)", "TiO2 (rutile)", "ZnS (zincblende)", "MgAl2O4 (spinel)"]
 
 
-@pytest.mark.parametrize("name", ["mp-eform-max", "mp-eform-wpca"])
+@pytest.mark.parametrize("name", sorted(SHIPPED_PREDICTIONS))
 def test_shipped_checkpoints_predict_as_when_their_cards_were_written(name):
+    from pymatgen.core import Structure
+
     from crystalframer.examples import get_example
 
     model = load_model(name)
-    assert model.config.angle_features == "exact" and model.config.cutoff_sigmas == 3.5
-    for (ckpt, example), expected in SHIPPED_PREDICTIONS.items():
-        if ckpt == name:
-            assert model.predict([get_example(example)])[0, 0] == pytest.approx(expected, abs=1.5e-4), example
+    assert model.config.cutoff_sigmas == 3.5
+    assert model.config.angle_features == "exact" or not model.config.uses_angles
+    for seed, (example, expected) in enumerate(zip(RATTLED_EXAMPLES, SHIPPED_PREDICTIONS[name])):
+        s = get_example(example)
+        coords = s.cart_coords + np.random.default_rng(seed).normal(0.0, 0.05, (len(s), 3))
+        cell = Structure(s.lattice, s.species, coords, coords_are_cartesian=True)
+        assert model.predict([cell])[0, 0] == pytest.approx(expected, abs=2e-6), example
