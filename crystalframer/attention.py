@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width
+from .features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width, slot_cosines
 from .frames import FrameSampling, global_pca_frames, lattice_frames, max_frames, weighted_pca_frames
 from .geometry import EdgeGeometry
 
@@ -93,13 +93,8 @@ class PeriodicAttention(nn.Module):
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
             return angle_term_grid(weights, frames, geom.unit, geom.row_atom, self.pe_angle_proj, centers, width,
                                    grid, cfg.cos_abs)
-        r, h, w = weights.shape
         with torch.no_grad():
-            # (R, H·3, 3) @ (R, 3, W): the cosine of every slot with every axis of its atom's frame; zero on empty
-            # slots and the zero image.
-            cos = torch.bmm(frames[geom.row_atom].reshape(r, h * 3, 3), geom.unit.transpose(1, 2)).view(r, h, 3, w)
-            if cfg.cos_abs:
-                cos = cos.abs_()
+            cos = slot_cosines(frames, geom.unit, geom.row_atom, slice(None), cfg.cos_abs)
         return geom.atom_sum(angle_term_exact(weights, cos, self.pe_angle_proj, centers, width))
 
     def forward(self, x: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor, sampling: FrameSampling,

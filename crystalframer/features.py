@@ -155,6 +155,19 @@ def _cubic_lagrange(t: torch.Tensor) -> list[torch.Tensor]:
 _GRID_CHUNK_ITEMS = 1 << 18  # (slot, head, axis) items per chunk: the chunk's temporaries stay in cache
 
 
+def slot_cosines(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice,
+                 cos_abs: bool) -> torch.Tensor:
+    """c = e_k·r̂ of every slot of ``rows`` with every axis of its atom's frame: (r, H, 3, W) via one batched
+    (H·3 × 3)·(3 × W) product per row; zero on empty slots and the zero image (their unit vector is zero).
+
+    frames: (N, H, 3, 3) detached; unit: (R, W, 3); row_atom: (R,).
+    """
+    atoms = row_atom[rows]
+    r, h, w = int(atoms.shape[0]), frames.shape[1], unit.shape[1]
+    cos = torch.bmm(frames[atoms].reshape(r, h * 3, 3), unit[rows].transpose(1, 2)).view(r, h, 3, w)
+    return cos.abs_() if cos_abs else cos
+
+
 def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice, first_atom: int,
                   num_atoms: int, grid: AngleGrid, cos_abs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """For the slots of ``rows``: flat index of stencil node −1 of each (slot, head, axis) item in the chunk's
@@ -166,11 +179,8 @@ def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tens
     atoms = row_atom[rows]
     r = int(atoms.shape[0])
     h = frames.shape[1]
-    w = unit.shape[1]
     g = grid.size
-    cos = torch.bmm(frames[atoms].reshape(r, h * 3, 3), unit[rows].transpose(1, 2)).view(r, h, 3, w)
-    if cos_abs:
-        cos.abs_()
+    cos = slot_cosines(frames, unit, row_atom, rows, cos_abs)
     # Grid coordinate u ∈ [2, G − 3] for c ∈ [low, high]; the clamp only guards against rounding.
     u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(1.0, g - 3.0)
     index = u.long()  # floor, as u > 0

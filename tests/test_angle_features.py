@@ -55,8 +55,8 @@ def _inputs(bases, seed=0, rows=40, heads=2, width=8, atoms=7, head_dim=4):
 
 
 def _exact(weights, frames, unit, row_atom, proj, centers, tau, cos_abs):
-    r, h, w = weights.shape
-    cos = torch.bmm(frames[row_atom].reshape(r, h * 3, 3), unit.transpose(1, 2)).view(r, h, 3, w)
+    # Cosines written out here (not features.slot_cosines), so the comparison does not share that code.
+    cos = torch.einsum("rhkc,rwc->rhkw", frames[row_atom], unit)
     if cos_abs:
         cos = cos.abs()
     per_row = angle_term_exact(weights, cos, proj, centers, tau)
