@@ -133,7 +133,7 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
         # As the reference: noise on the squared distance, i.e. a·ε on the log-weight.
         score1 = _jitter(score1, (0.5 * noise) * a[geom.row_atom][..., None].abs(), geom, sampling.generator)
     row1, col1, ok1 = geom.atom_argmax(score1)
-    e1 = geom.pick(geom.unit, row1, col1)  # (N, H, 3)
+    e1 = geom.unit[row1, col1]  # (N, H, 3)
     if not sampling.stochastic:
         e1 = _orient_translation_ties(e1, row1, col1, score1, weights, geom)
 
@@ -144,7 +144,7 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     if sampling.stochastic and noise > 0:
         score2 = _jitter(score2, score2.new_full((1, 1, 1), 0.5 * noise), geom, sampling.generator)
     row2, col2, ok2 = geom.atom_argmax(score2)
-    t2 = geom.pick(geom.unit, row2, col2)
+    t2 = geom.unit[row2, col2]
     if not sampling.stochastic:
         t2 = _orient_translation_ties(t2, row2, col2, score2, weights, geom)
 
@@ -217,7 +217,7 @@ def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeG
     else:
         pick_scores = logits
     row, col, _ = geom.atom_argmax(torch.where(geom.valid[:, None, :], pick_scores, neg_inf))
-    u = geom.pick(geom.unit, row, col)  # (N, H, 3)
+    u = geom.unit[row, col]  # (N, H, 3)
     mean_eig = sigma.diagonal(dim1=-2, dim2=-1).sum(-1) / 3.0
     full_rank = det > det_threshold * mean_eig**3
     bump = noise * torch.where(full_rank, det.clamp_min(0).pow(1.0 / 3.0), mean_eig)

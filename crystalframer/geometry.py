@@ -24,8 +24,7 @@ ROW_WIDTH = 32
 class EdgeGeometry:
     """Geometry of a batch's image-edges, computed once per forward pass.
 
-    Flat edges (sorted by source atom, then key atom, then image): src, dst (E,); edge_row, edge_col (E,) the slot of
-    each edge.
+    Flat edges (sorted by source atom, then key atom, then image): edge_row, edge_col (E,) the slot of each edge.
     Rows (R, W): row_atom (R,) the atom owning each row; pad_mask (True where the slot holds an edge); valid (an
     edge that is not the zero image); vec (R, W, 3) Å; dist2 (R, W) Å^2; unit (R, W, 3) (zero on empty slots and the
     zero image); pair_slot (R, W) the slot's key atom in its atom's pair row.
@@ -33,8 +32,6 @@ class EdgeGeometry:
     Crystal level: atom_batch (N,), positions (N, 3) Å, lattice (B, 3, 3) Å.
     """
 
-    src: torch.Tensor
-    dst: torch.Tensor
     edge_row: torch.Tensor
     edge_col: torch.Tensor
     row_atom: torch.Tensor
@@ -100,10 +97,6 @@ class EdgeGeometry:
         norm = self.atom_sum(ex.sum(-1))  # (N, H)
         return ex / norm[self.row_atom][..., None]
 
-    def pick(self, rows_values: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        """Per-slot vectors (R, W, C) at the chosen slots (N, H) → (N, H, C)."""
-        return rows_values[row, col]
-
     @classmethod
     def build(cls, src: torch.Tensor, dst: torch.Tensor, vec: torch.Tensor, atom_batch: torch.Tensor,
               positions: torch.Tensor, lattice: torch.Tensor, row_width: int = ROW_WIDTH) -> "EdgeGeometry":
@@ -151,6 +144,6 @@ class EdgeGeometry:
         else:
             pair_dst = torch.zeros((n, 0), dtype=torch.long, device=device)
             pair_slot = torch.zeros((num_rows, 0), dtype=torch.long, device=device)
-        return cls(src=src, dst=dst, edge_row=edge_row, edge_col=edge_col, row_atom=row_atom, pad_mask=pad_mask,
+        return cls(edge_row=edge_row, edge_col=edge_col, row_atom=row_atom, pad_mask=pad_mask,
                    valid=valid, vec=vec_rows, dist2=dist2, unit=unit, pair_slot=pair_slot, pair_dst=pair_dst,
                    atom_batch=atom_batch, positions=positions, lattice=lattice)
