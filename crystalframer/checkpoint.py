@@ -22,7 +22,24 @@ from .model import CrystalFramer, resolve_device
 FORMAT_NAME = "crystalframer-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+ENV_VAR = "CRYSTALFRAMER_CHECKPOINTS"
+SHIPPED_PACKAGE = "crystalframer._shipped_checkpoints"  # the repo's checkpoints/ folder, installed as package data
+
+
+def _shipped_dir() -> Path:
+    """The shipped checkpoints: ``checkpoints/`` of a checkout, or the copy a (non-editable) install carries."""
+    checkout = Path(__file__).resolve().parent.parent / "checkpoints"
+    if checkout.is_dir():
+        return checkout
+    try:
+        from importlib.resources import files
+
+        return Path(str(files(SHIPPED_PACKAGE)))
+    except (ModuleNotFoundError, TypeError):
+        return checkout
+
+
+SHIPPED_DIR = _shipped_dir()
 
 
 class CheckpointError(RuntimeError):
@@ -71,24 +88,60 @@ def save_checkpoint(model: CrystalFramer, path: str | Path, info: dict[str, Any]
     return path
 
 
+def checkpoint_dirs() -> list[Path]:
+    """Where checkpoint names are looked up: the folders in ``$CRYSTALFRAMER_CHECKPOINTS`` (``os.pathsep``-separated)
+    when it is set, else the shipped checkpoints."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if value:
+        return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+    return [SHIPPED_DIR]
+
+
+def available_checkpoints() -> dict[str, Path]:
+    """name → weights file for every ``<dir>/<name>/model.safetensors`` in :func:`checkpoint_dirs` (first wins).
+
+    The one registry: ``load_model(name)``, ``crystalframer checkpoints`` and the app all use it.
+    """
+    found: dict[str, Path] = {}
+    for root in checkpoint_dirs():
+        if not root.is_dir():
+            continue
+        if (root / WEIGHTS_FILE).is_file():  # the variable may point straight at one checkpoint directory
+            found.setdefault(root.name, root / WEIGHTS_FILE)
+        for sub in sorted(root.iterdir()):
+            if (sub / WEIGHTS_FILE).is_file():
+                found.setdefault(sub.name, sub / WEIGHTS_FILE)
+    return found
+
+
+def list_shipped() -> list[str]:
+    """Names :func:`load_model` resolves (see :func:`available_checkpoints`)."""
+    return sorted(available_checkpoints())
+
+
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A shipped name (``mp-eform-max``), a directory holding ``model.safetensors``, or a file."""
-    candidate = Path(name_or_path)
+    """A checkpoint name (``mp-eform-max``, see :func:`available_checkpoints`), a directory holding
+    ``model.safetensors``, or a ``.safetensors`` file. URLs are refused (download the file, then pass its path)."""
+    text = str(name_or_path)
+    if "://" in text:
+        raise CheckpointError(f"{text}: checkpoints are not fetched from URLs; download the file and pass its path")
+    candidate = Path(text).expanduser()
     if candidate.is_file():
         return candidate
     if candidate.is_dir() and (candidate / WEIGHTS_FILE).is_file():
         return candidate / WEIGHTS_FILE
-    shipped = SHIPPED_DIR / str(name_or_path) / WEIGHTS_FILE
-    if shipped.is_file():
-        return shipped
-    available = ", ".join(list_shipped()) or "none"
-    raise CheckpointError(f"no checkpoint found at {name_or_path!s} (shipped checkpoints: {available})")
+    if candidate.is_dir():
+        raise CheckpointError(f"{text} is a folder without {WEIGHTS_FILE}")
+    found = available_checkpoints()
+    if text in found:
+        return found[text]
+    if candidate.parent != Path(".") or text.endswith(".safetensors"):
+        raise CheckpointError(f"{text}: checkpoint file not found")
+    from .runconfig import closest_hint
 
-
-def list_shipped() -> list[str]:
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / WEIGHTS_FILE).is_file())
+    available = ", ".join(found) or "none"
+    raise CheckpointError(f"no checkpoint named {text!r}{closest_hint(text, found)} (available: {available}; "
+                          f"searched {', '.join(map(str, checkpoint_dirs()))})")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -146,5 +199,5 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model = model.to(device=resolve_device(device), dtype=dtype)
     model.eval()
-    model.checkpoint_info = {k: v for k, v in meta.items() if k != "config"}  # type: ignore[attr-defined]
+    model.checkpoint_info = {k: v for k, v in meta.items() if k != "config"}
     return model

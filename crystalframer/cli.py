@@ -7,46 +7,11 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-
-# ----- config files with --key value overrides ------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    """``--train.epochs 5`` → 5; YAML scalars/lists are accepted (``[1, 2]``, ``true``, ``null``)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``--section.key value`` pairs (dots descend into nested mappings)."""
-    config = json.loads(json.dumps(config))
-    items = list(overrides)
-    if len(items) % 2:
-        raise SystemExit(f"overrides must come in '--key value' pairs, got: {' '.join(items)}")
-    for key, value in zip(items[::2], items[1::2]):
-        if not key.startswith("--"):
-            raise SystemExit(f"override keys start with '--', got {key!r}")
-        path = key[2:].replace("-", "_").split(".")
-        node = config
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SystemExit(f"cannot override {key}: {part} is not a section")
-        node[path[-1]] = parse_value(value)
-    return config
-
-
-def load_run_config(path: str | None, overrides: Sequence[str]) -> dict[str, Any]:
-    base: dict[str, Any] = {}
-    if path:
-        text = Path(path).read_text()
-        base = (yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)) or {}
-    return apply_overrides(base, overrides)
+from .runconfig import ConfigError, RunConfig, closest_hint, load_run_config
 
 
 # ----- commands ---------------------------------------------------------------------------------------------
@@ -55,48 +20,44 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .datasets import load_training_data
     from .model import CrystalFramer
     from .checkpoint import load_model
-    from .training import TrainConfig, Trainer
+    from .training import Trainer
 
     run = load_run_config(args.config, extra)
     if args.out:
-        run["out_dir"] = args.out
-    out_dir = Path(run.get("out_dir", "runs/latest"))
-    data_cfg = run.get("data", {})
-    model_cfg = dict(run.get("model", {}))
-    train_cfg = TrainConfig.from_dict(run.get("train", {}))
+        run.out_dir = args.out
+    out_dir = Path(run.out_dir)
+    train_cfg = run.train_config()
     if args.device:
         train_cfg.device = args.device
     command = "crystalframer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
-    init_from = run.get("init_from")
-    target_names = data_cfg.get("targets") or [data_cfg.get("target", "target")]
-    if isinstance(target_names, str):
-        target_names = [target_names]
-    units = data_cfg.get("units") or [""] * len(target_names)
-    if init_from:
-        model = load_model(init_from, device="cpu")
+    target_names = run.data.target_names
+    units = run.data.units or [""] * len(target_names)
+    if run.init_from:
+        model = load_model(run.init_from, device="cpu")
         if list(model.config.target_names) != list(target_names):
-            raise SystemExit(f"--init_from {init_from} predicts {model.config.target_names}, data has {target_names}; "
-                             "fine-tune on the same targets or start from scratch")
+            raise SystemExit(f"--init_from {run.init_from} predicts {model.config.target_names}, data has "
+                             f"{target_names}; fine-tune on the same targets or start from scratch")
         model.train()
     else:
+        model_cfg = dict(run.model)
         preset = model_cfg.pop("preset", "default")
         config = ModelConfig.preset(preset, n_targets=len(target_names), target_names=list(target_names),
                                     target_units=list(units), **model_cfg)
         model = CrystalFramer(config)
-    train_graphs, val_graphs, data_info = load_training_data(data_cfg, model.config.cutoff, list(target_names),
+    train_graphs, val_graphs, data_info = load_training_data(run.data, model.config.cutoff, list(target_names),
                                                              max_atoms=model.config.max_atoms, seed=train_cfg.seed)
     if int(os.environ.get("RANK", "0")) == 0:
         from .data import save_split
 
         # The split as a file of ids next to the run, so the same split can be reused (data.split_file).
         save_split(data_info["split"], out_dir / "split.json")
-    info = {"command": command, "data": data_info, "run_config": run}
-    if init_from:
-        info["init_from"] = str(init_from)
-        # Fine-tuning keeps the checkpoint's target normalisation unless asked (small sets give poor statistics).
-        info["keep_normalization"] = not bool(run.get("renormalize_targets", False))
-    trainer = Trainer(model, train_graphs, val_graphs, train_cfg, out_dir, info=info)
+    info: dict[str, Any] = {"command": command, "data": data_info, "run_config": run.to_dict()}
+    if run.init_from:
+        info["init_from"] = str(run.init_from)
+    # Fine-tuning keeps the checkpoint's target normalisation unless asked (small sets give poor statistics).
+    keep = bool(run.init_from) and not run.renormalize_targets
+    trainer = Trainer(model, train_graphs, val_graphs, train_cfg, out_dir, info=info, keep_normalization=keep)
     if not args.no_resume:
         trainer.try_resume()
     result = trainer.fit()
@@ -152,12 +113,13 @@ def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .model import resolve_device
     from .training import evaluate_graphs
 
+    run = load_run_config(args.config, extra)
     model = load_model(args.model, device=args.device)
-    data_cfg = load_run_config(args.config, extra).get("data", {}) if args.config or extra else {}
+    data_cfg = run.data
     if args.data:
-        data_cfg = dict(data_cfg, path=args.data)
+        data_cfg.path = args.data
     if args.split:
-        data_cfg["eval_split"] = args.split
+        data_cfg.eval_split = args.split
     graphs, info = load_eval_data(data_cfg, model.config.cutoff, list(model.config.target_names),
                                   max_atoms=model.config.max_atoms)
     metrics = evaluate_graphs(model, graphs, args.batch_size, resolve_device(args.device))
@@ -207,8 +169,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    from .checkpoint import available_checkpoints, read_metadata
+
+    found = available_checkpoints()
+    if not found:
+        print("no checkpoints found (set $CRYSTALFRAMER_CHECKPOINTS to a folder of <name>/model.safetensors)")
+        return 1
+    rows = [("name", "targets", "frames", "val MAE", "path")]
+    for name, path in found.items():
+        try:
+            meta = read_metadata(path)
+        except Exception as exc:  # a broken file is listed with its problem rather than hiding the others
+            rows.append((name, "?", "?", "?", f"{path} (unreadable: {exc})"))
+            continue
+        cfg, info = meta["config"], meta["info"]
+        mae = info.get("val_mae")
+        mae_text = ", ".join(f"{v:.4g}" for v in mae) if isinstance(mae, list) and mae else "-"
+        rows.append((name, ",".join(cfg.get("target_names", [])), cfg.get("frame_method", "?"), mae_text, str(path)))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="crystalframer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"crystalframer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML/JSON config; extra --section.key value overrides")
@@ -241,9 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="JSON file (default: stdout)")
     p.add_argument("--device", default="auto")
 
+    sub.add_parser("checkpoints", help="list the checkpoints that load_model can resolve by name")
     sub.add_parser("bench", help="throughput and memory table; `crystalframer bench --help` for its options",
                    add_help=False)
     return parser
+
+
+def _reject_unknown_flags(parser: argparse.ArgumentParser, command: str, extra: Sequence[str],
+                          allow_overrides: bool) -> None:
+    """Fail on flags the command does not have, naming the closest one (``--devcie`` → ``--device``)."""
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    options = [o for action in sub.choices[command]._actions for o in action.option_strings]
+    top_level = ["--" + f.name for f in fields(RunConfig) if f.name not in ("data", "model", "train")]
+    if allow_overrides:
+        options += top_level
+    for token in extra:
+        flag = token.split("=")[0]
+        if allow_overrides and flag.startswith("--") and ("." in flag or "--" + flag[2:].replace("-", "_") in top_level):
+            continue
+        if token.startswith("-"):
+            hint = closest_hint(flag, options)
+            more = " or a config override such as --train.epochs 5" if allow_overrides else ""
+            parser.error(f"{command}: unknown option {flag}{hint}; see `crystalframer {command} --help`{more}")
+    if not allow_overrides and extra:
+        parser.error(f"{command}: unexpected argument(s): {' '.join(extra)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,16 +264,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train", "evaluate"):
-        return (cmd_train if args.command == "train" else cmd_evaluate)(args, extra)
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "predict":
-        return cmd_predict(args)
-    if args.command == "inspect":
-        return cmd_inspect(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    takes_overrides = args.command in ("train", "evaluate")
+    _reject_unknown_flags(parser, args.command, extra, takes_overrides)
+    try:
+        if takes_overrides:
+            return (cmd_train if args.command == "train" else cmd_evaluate)(args, extra)
+        return {"predict": cmd_predict, "inspect": cmd_inspect, "checkpoints": cmd_checkpoints}[args.command](args)
+    except ConfigError as exc:
+        print(f"crystalframer {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except _user_errors() as exc:  # bad input or a bad checkpoint: one line, no traceback
+        print(f"crystalframer {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
+    from .data.errors import DataError
+    from .structure import StructureError
+    from .training import TrainingError
+
+    return (DataError, CheckpointError, StructureError, TrainingError)
 
 
 if __name__ == "__main__":

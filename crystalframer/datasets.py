@@ -9,32 +9,35 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .runconfig import DataConfig
 from .data import (build_graphs, load_split, random_split, read_csv_cif, read_extxyz, read_id_prop_folder,
                    read_jarvis_dft3d, read_mp_megnet)
 from .data.errors import DataError
 from .graph import CrystalGraph
 
 
-def _records(spec: dict[str, Any], target_names: Sequence[str], splits: Sequence[str] = ("train", "val")):
-    kind = spec.get("kind") or _guess_kind(spec.get("path"))
+def _records(spec: DataConfig, target_names: Sequence[str], splits: Sequence[str] = ("train", "val")):
+    kind = spec.kind or _guess_kind(spec.path)
     targets = list(target_names)
+    if spec.path is None and kind not in ("mp_megnet", "jarvis"):
+        raise DataError(f"data kind {kind!r} needs a path (set data.path)")
     if kind == "mp_megnet":
-        records, split_of = read_mp_megnet(spec.get("path"), target=targets, splits=tuple(splits),
-                                           max_sites=spec.get("max_sites"), limit=spec.get("limit"))
+        records, split_of = read_mp_megnet(spec.path, target=targets, splits=tuple(splits),
+                                           max_sites=spec.max_sites, limit=spec.limit)
         return kind, records, split_of
     if kind == "csv":
-        records = read_csv_cif(spec["path"], cif_column=spec.get("cif_column", "cif"), id_column=spec.get("id_column"),
+        records = read_csv_cif(spec.path, cif_column=spec.cif_column, id_column=spec.id_column,
                                target_columns=targets)
     elif kind == "id_prop":
-        records = read_id_prop_folder(spec["path"], target_names=targets)
+        records = read_id_prop_folder(spec.path, target_names=targets)
     elif kind == "extxyz":
-        records = read_extxyz(spec["path"], target_keys=targets)
+        records = read_extxyz(spec.path, target_keys=targets)
     elif kind == "jarvis":
-        records = read_jarvis_dft3d(targets, path=spec.get("path"), max_sites=spec.get("max_sites"),
-                                    limit=spec.get("limit"))
+        records = read_jarvis_dft3d(targets, path=spec.path, max_sites=spec.max_sites,
+                                    limit=spec.limit)
     else:
         raise DataError(f"unknown data kind {kind!r}: use mp_megnet, csv, id_prop, extxyz or jarvis")
-    max_sites = spec.get("max_sites")
+    max_sites = spec.max_sites
     if max_sites is not None:
         records = [r for r in records if r.num_sites <= int(max_sites)]
     return kind, records, None
@@ -53,20 +56,20 @@ def _guess_kind(path: str | None) -> str:
     return "id_prop"
 
 
-def load_training_data(spec: dict[str, Any], cutoff: float, target_names: Sequence[str], max_atoms: int,
+def load_training_data(spec: DataConfig, cutoff: float, target_names: Sequence[str], max_atoms: int,
                        seed: int = 123) -> tuple[list[CrystalGraph], list[CrystalGraph], dict[str, Any]]:
     """(train graphs, val graphs, provenance incl. the split ids) for a ``data:`` spec."""
     kind, records, split_of = _records(spec, target_names)
     if split_of is not None:
         split = {"train": [r.ident for r in records if split_of[r.ident] == "train"],
                  "val": [r.ident for r in records if split_of[r.ident] == "val"]}
-    elif spec.get("split_file"):
-        split = load_split(spec["split_file"])
+    elif spec.split_file:
+        split = load_split(spec.split_file)
     else:
-        val = float(spec.get("val_fraction", 0.1))
-        test = float(spec.get("test_fraction", 0.0))
+        val = float(spec.val_fraction)
+        test = float(spec.test_fraction)
         split = random_split([r.ident for r in records], fractions=(1.0 - val - test, val, test), seed=seed)
-    train_limit = spec.get("train_limit")
+    train_limit = spec.train_limit
     if train_limit:
         split["train"] = list(split["train"])[: int(train_limit)]
     graphs = build_graphs(records, cutoff, target_names, max_atoms=max_atoms)
@@ -75,20 +78,20 @@ def load_training_data(spec: dict[str, Any], cutoff: float, target_names: Sequen
     val = [by_id[i] for i in split.get("val", []) if i in by_id]
     if not train:
         raise DataError("no training structures left after parsing and splitting")
-    info = {"kind": kind, "path": str(spec.get("path") or getattr(records, "source", "")), "targets": list(target_names),
-            "max_sites": spec.get("max_sites"), "n_train": len(train), "n_val": len(val),
+    info = {"kind": kind, "path": str(spec.path or getattr(records, "source", "")), "targets": list(target_names),
+            "max_sites": spec.max_sites, "n_train": len(train), "n_val": len(val),
             "split": {k: list(v) for k, v in split.items()}, "skipped": len(getattr(graphs, "errors", []))}
     return train, val, info
 
 
-def load_eval_data(spec: dict[str, Any], cutoff: float, target_names: Sequence[str],
+def load_eval_data(spec: DataConfig, cutoff: float, target_names: Sequence[str],
                    max_atoms: int) -> tuple[list[CrystalGraph], dict[str, Any]]:
     """Graphs of one split (``eval_split``, default all rows) of a labelled dataset."""
-    which = spec.get("eval_split")
+    which = spec.eval_split
     splits = (which,) if which else ("train", "val")
     kind, records, split_of = _records(spec, target_names, splits=splits)
-    if which and split_of is None and spec.get("split_file"):
-        keep = set(load_split(spec["split_file"])[which])
+    if which and split_of is None and spec.split_file:
+        keep = set(load_split(spec.split_file)[which])
         records = [r for r in records if r.ident in keep]
     graphs = build_graphs(records, cutoff, target_names, max_atoms=max_atoms)
     return list(graphs), {"kind": kind, "n": len(graphs), "split": which}

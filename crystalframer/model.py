@@ -15,6 +15,7 @@ from .config import ModelConfig
 from .features import distance_basis
 from .frames import FrameSampling
 from .geometry import EdgeGeometry
+from .data.batching import inference_batches
 from .graph import CrystalGraph, GraphBatch, build_graph, collate
 from .ops import segment_sum
 
@@ -74,6 +75,8 @@ class CrystalFramer(nn.Module):
                                   nn.Linear(cfg.head_hidden_dim, cfg.n_targets))
         self.register_buffer("target_mean", torch.zeros(cfg.n_targets))
         self.register_buffer("target_std", torch.ones(cfg.n_targets))
+        # Provenance of the weights (set by load_model and by training): {"path", "code_version", "info": {...}}.
+        self.checkpoint_info: dict[str, Any] = {"path": "", "code_version": "", "info": {}}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -191,15 +194,15 @@ class CrystalFramer(nn.Module):
         self.eval()
         graphs = [self.make_graph(s) for s in structures]
         means, stds = [], []
-        batches = range(0, len(graphs), batch_size)
+        batches: Iterable[list[int]] = inference_batches([g.num_atoms for g in graphs], batch_size)
         if progress:
             from tqdm.auto import tqdm
             batches = tqdm(batches, desc="predict", unit="batch")
         try:
-            for start in batches:
-                batch = collate(graphs[start:start + batch_size], dtype=self.dtype).to(self.device)
+            for indices in batches:
+                batch = collate([graphs[k] for k in indices], dtype=self.dtype).to(self.device)
                 if frame_samples and frame_samples > 0 and self.config.uses_angles:
-                    gen = torch.Generator().manual_seed(seed + start)
+                    gen = torch.Generator().manual_seed(seed + indices[0])
                     samples = torch.stack([
                         self.denormalize(self(batch, FrameSampling(mode="sample", generator=gen)))
                         for _ in range(frame_samples)])

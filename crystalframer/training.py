@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from .checkpoint import save_checkpoint
-from .config import check_keys
+from .data.batching import AtomBudgetBatchSampler, inference_batches
+from .runconfig import check_keys
 from .graph import CrystalGraph, GraphBatch, collate
 from .model import CrystalFramer, resolve_device
 
@@ -51,6 +53,8 @@ class TrainConfig:
     log_every: int = 50
     tensorboard: bool = False
     progress: bool = True
+    freeze_encoder: bool = False  # train only the output head (fine-tuning on a few labels)
+    eval_before_training: bool = False  # log the validation MAE at epoch 0, before any step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,32 +109,6 @@ def target_statistics(graphs: Sequence[CrystalGraph], n_targets: int) -> tuple[n
     return mean, std
 
 
-def make_batches(num_atoms: Sequence[int], batch_size: int, max_atoms: int | None, shuffle: bool,
-                 seed: int, drop_last: bool, rank: int = 0, world_size: int = 1) -> list[list[int]]:
-    """Index batches of at most ``batch_size`` structures and ``max_atoms`` atoms, split evenly across ranks."""
-    order = np.arange(len(num_atoms))
-    if shuffle:
-        order = np.random.default_rng(seed).permutation(len(num_atoms))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    atoms = 0
-    for idx in order.tolist():
-        n = int(num_atoms[idx])
-        if current and (len(current) >= batch_size or (max_atoms is not None and atoms + n > max_atoms)):
-            batches.append(current)
-            current, atoms = [], 0
-        current.append(idx)
-        atoms += n
-    if current and (not drop_last or len(current) == batch_size or not batches):
-        batches.append(current)
-    if world_size > 1:
-        per_rank = len(batches) // world_size
-        if per_rank == 0:
-            raise TrainingError(f"too few batches ({len(batches)}) for {world_size} processes")
-        batches = batches[rank * per_rank:(rank + 1) * per_rank]
-    return batches
-
-
 def inverse_sqrt_factor(step: int, t: float) -> float:
     return math.sqrt(t / (t + step))
 
@@ -141,8 +119,8 @@ def evaluate_graphs(model: CrystalFramer, graphs: Sequence[CrystalGraph], batch_
     model.eval()
     preds, targets = [], []
     with torch.no_grad():
-        for start in range(0, len(graphs), batch_size):
-            batch = collate(graphs[start:start + batch_size], dtype=model.dtype).to(device)
+        for indices in inference_batches([g.num_atoms for g in graphs], batch_size):
+            batch = collate([graphs[k] for k in indices], dtype=model.dtype).to(device)
             preds.append(model.denormalize(model(batch)).cpu().double().numpy())
             targets.append(batch.target.cpu().double().numpy())
     pred = np.concatenate(preds)
@@ -168,11 +146,17 @@ class Trainer:
     ``log.csv`` (per-epoch metrics), ``best.safetensors`` (best val, raw model), ``swa.safetensors`` (SWA),
     ``model.safetensors`` (the better of the two on val), ``resume_state.pt`` (weights-only resume state),
     ``train_config.json`` and ``model_config.json``.
+
+    The model is trained in place. keep_normalization: keep the model's target mean/std (fine-tuning) instead of
+    estimating them from the training labels. epoch_callback(epoch, row) sees every log row (epoch 0 too with
+    ``eval_before_training``). stop_requested() is polled after every step; when it returns True the run stops
+    cleanly and the model selected so far is saved, as when the time budget runs out.
     """
 
     def __init__(self, model: CrystalFramer, train_graphs: Sequence[CrystalGraph], val_graphs: Sequence[CrystalGraph],
                  config: TrainConfig, out_dir: str | Path, info: dict[str, Any] | None = None,
-                 epoch_callback: Callable[[int, dict[str, Any]], None] | None = None):
+                 epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
+                 keep_normalization: bool = False, stop_requested: Callable[[], bool] | None = None):
         if not train_graphs:
             raise TrainingError("the training set is empty")
         for g in list(train_graphs) + list(val_graphs):
@@ -182,6 +166,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.info = dict(info or {})
         self.epoch_callback = epoch_callback
+        self.keep_normalization = keep_normalization
+        self.stop_requested = stop_requested
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -199,6 +185,10 @@ class Trainer:
         self.best_val = float("inf")
         self.elapsed = 0.0
         self._set_normalisation_if_needed()
+        self.info["keep_normalization"] = keep_normalization
+        if config.freeze_encoder:
+            for p in list(self.model.embedding.parameters()) + list(self.model.blocks.parameters()):
+                p.requires_grad_(False)
         decay = [p for n, p in self.model.named_parameters() if p.requires_grad and "bias" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and "bias" in n]
         self.optimizer = torch.optim.AdamW(
@@ -213,7 +203,7 @@ class Trainer:
 
     # ----- setup ---------------------------------------------------------------------------------------
     def _set_normalisation_if_needed(self) -> None:
-        if self.info.get("keep_normalization"):
+        if self.keep_normalization:
             return
         mean, std = target_statistics(self.train_graphs, self.model.config.n_targets)
         self.model.set_target_normalization(mean, std)
@@ -258,10 +248,22 @@ class Trainer:
 
     # ----- loop -----------------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[list[int]]:
-        atoms = [g.num_atoms for g in self.train_graphs]
-        return make_batches(atoms, self.cfg.batch_size, self.cfg.max_atoms_per_batch, shuffle=True,
-                            seed=self.cfg.seed + epoch, drop_last=True, rank=self.dist.rank,
-                            world_size=self.dist.world_size)
+        sampler = AtomBudgetBatchSampler(
+            [g.num_atoms for g in self.train_graphs], self.cfg.max_atoms_per_batch or sys.maxsize,
+            max_structures=self.cfg.batch_size, shuffle=True, seed=self.cfg.seed, drop_last=True,
+            num_replicas=self.dist.world_size, rank=self.dist.rank)
+        sampler.set_epoch(epoch)
+        batches = sampler.batches()
+        if not batches:
+            raise TrainingError(f"too few batches for {self.dist.world_size} processes")
+        return batches
+
+    def _stop(self) -> bool:
+        return self.stop_requested is not None and bool(self.stop_requested())
+
+    def _validate(self) -> float:
+        metrics = evaluate_graphs(self.model, self.val_graphs, 64, self.device)
+        return float(np.mean(metrics["mae"]))
 
     def _train_step(self, batch: GraphBatch) -> float:
         model = self.ddp_model
@@ -307,7 +309,13 @@ class Trainer:
             writer = SummaryWriter(str(self.out_dir / "tb"))
         start_time = time.time() - self.elapsed
         stopped_early = False
-        while self.epoch < cfg.epochs:
+        if cfg.eval_before_training and self.epoch == 0 and self.dist.is_main and self.val_graphs:
+            row0 = {"epoch": 0, "step": 0, "train_l1_norm": float("nan"), "lr": 0.0, "elapsed_s": 0.0,
+                    "val_mae": self._validate()}
+            self._log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row0.items()))
+            if self.epoch_callback is not None:
+                self.epoch_callback(0, row0)
+        while self.epoch < cfg.epochs and not stopped_early:
             batches = self._batches(self.epoch)
             iterator: Iterator[list[int]] | Any = batches
             if cfg.progress and self.dist.is_main:
@@ -319,6 +327,11 @@ class Trainer:
                 losses.append(self._train_step(batch))
                 if cfg.progress and self.dist.is_main and hasattr(iterator, "set_postfix"):
                     iterator.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                if self._stop():
+                    stopped_early = True
+                    break
+            if stopped_early and not losses:
+                break
             train_loss = float(np.mean(losses)) if losses else float("nan")
             if self.dist.enabled:
                 t = torch.tensor([train_loss], device=self.device)
@@ -349,6 +362,9 @@ class Trainer:
                 if self.epoch_callback is not None:
                     self.epoch_callback(self.epoch, row)
             self.save_resume_state()
+            if stopped_early:
+                self._log(f"stopped on request after epoch {self.epoch}")
+                break
             if cfg.time_budget_minutes is not None and self.elapsed > cfg.time_budget_minutes * 60:
                 self._log(f"time budget of {cfg.time_budget_minutes} min reached after epoch {self.epoch}")
                 stopped_early = True

@@ -75,7 +75,7 @@ def test_other_version_and_foreign_files_give_clear_errors(saved, tmp_path):
 
 
 def test_missing_name_lists_shipped(tmp_path):
-    with pytest.raises(CheckpointError, match="shipped checkpoints"):
+    with pytest.raises(CheckpointError, match="available: .*mp-eform-max"):
         load_model("no-such-model")
 
 
@@ -120,3 +120,24 @@ def test_shipped_checkpoints_predict_as_when_their_cards_were_written(name):
         coords = s.cart_coords + np.random.default_rng(seed).normal(0.0, 0.05, (len(s), 3))
         cell = Structure(s.lattice, s.species, coords, coords_are_cartesian=True)
         assert model.predict([cell])[0, 0] == pytest.approx(expected, abs=2e-6), example
+
+
+def test_registry_is_shared_and_honours_the_environment(tmp_path, monkeypatch):
+    """load_model, `crystalframer checkpoints` and the app resolve names through one search path."""
+    from crystalframer.analysis import models as app_models
+    from crystalframer.checkpoint import available_checkpoints
+
+    save_checkpoint(CrystalFramer(tiny_config()), tmp_path / "mine")
+    monkeypatch.setenv("CRYSTALFRAMER_CHECKPOINTS", str(tmp_path))
+    assert list(available_checkpoints()) == ["mine"]
+    assert app_models.model_refs(include_fresh=False) == ["ckpt:mine"]
+    assert load_model("mine").config.num_layers == tiny_config().num_layers
+    with pytest.raises(CheckpointError, match="did you mean 'mine'"):
+        load_model("mnie")
+
+
+@pytest.mark.parametrize("ref", ["https://example.org/model.safetensors", "../../no-such/x.safetensors", "../mp-eform-max",
+                                 "/no/such/dir/model.safetensors"])
+def test_urls_and_missing_paths_are_refused_clearly(ref):
+    with pytest.raises(CheckpointError, match="URL|not found|no checkpoint named"):
+        load_model(ref)

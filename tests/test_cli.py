@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from crystalframer import CrystalFramer, save_checkpoint
-from crystalframer.cli import apply_overrides, main
+from crystalframer.cli import main
+from crystalframer.runconfig import apply_overrides
 from helpers.tiny import labelled_structures, tiny_config
 
 
@@ -114,3 +115,50 @@ def test_finetune_from_checkpoint_keeps_normalisation(checkpoint, structure_file
     assert info["init_from"] == str(checkpoint)
     base, tuned = load_model(checkpoint), load_model(run / "model.safetensors")
     assert float(tuned.target_std) == float(base.target_std) and float(tuned.target_mean) == float(base.target_mean)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "mp-eform-max", "x.cif", "--devcie", "cpu"], "--device"),
+    (["train", "--devcie", "cpu"], "--device"),
+    (["evaluate", "mp-eform-max", "--splt", "val"], "--split"),
+    (["train", "--init-frm", "x"], "--init_from"),
+])
+def test_unknown_flags_fail_naming_the_closest(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown option" in err and f"did you mean '{expected}'" in err
+
+
+@pytest.mark.parametrize("override, expected", [
+    (["--data.max_site", "8"], "max_sites"), (["--train.epoch", "2"], "epochs"),
+    (["--model.frame_metod", "max"], "frame_method"), (["--dta.kind", "csv"], "data"),
+])
+def test_unknown_config_keys_fail_naming_the_closest(override, expected, tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path / "run"), *override])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"did you mean '{expected}'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_config_round_trips_and_checks_kinds(tmp_path):
+    from crystalframer.runconfig import ConfigError, RunConfig, load_run_config
+
+    run = load_run_config(Path(__file__).parents[1] / "configs" / "mp-eform-max.yaml")
+    assert RunConfig.from_dict(run.to_dict()) == run
+    assert run.data.target_names == ["megnet_e_form"]
+    with pytest.raises(ConfigError, match="did you mean 'csv'"):
+        RunConfig.from_dict({"data": {"kind": "cvs"}})
+
+
+def test_version_and_checkpoints_commands(capsys):
+    import crystalframer
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and crystalframer.__version__ in capsys.readouterr().out
+    assert main(["checkpoints"]) == 0
+    out = capsys.readouterr().out
+    assert "mp-eform-max" in out and "max" in out

@@ -94,3 +94,20 @@ def test_iterate_batches_and_dataloader(tmp_path, monkeypatch):
     assert batches[0].positions.dtype == torch.float64 and batches[0].target.shape == (2, 1)
     loader = DataLoader(graphs, batch_sampler=sampler, collate_fn=collate)
     assert [b.idents for b in loader] == [b.idents for b in batches]
+
+
+def test_drop_last_keeps_a_full_or_only_batch():
+    assert list(AtomBudgetBatchSampler([1, 1, 1, 1], 100, max_structures=2, shuffle=False, drop_last=True)) == [
+        [0, 1], [2, 3]]
+    assert list(AtomBudgetBatchSampler([1, 1, 1], 100, max_structures=5, shuffle=False, drop_last=True)) == [[0, 1, 2]]
+
+
+def test_inference_batches_are_in_order_and_bounded():
+    from crystalframer.data.batching import inference_batches
+
+    sizes = [2, 5, 3, 8, 1, 4, 6, 2, 2, 7]
+    batches = inference_batches(sizes, batch_size=3, max_atoms_per_batch=10)
+    assert sum(batches, []) == list(range(10))
+    assert all(len(b) <= 3 and (sum(sizes[i] for i in b) <= 10 or len(b) == 1) for b in batches)
+    assert inference_batches(sizes, batch_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert inference_batches([], batch_size=4) == []

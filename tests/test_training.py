@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crystalframer import CrystalFramer, load_model
-from crystalframer.training import TrainConfig, Trainer, TrainingError, make_batches
+from crystalframer.training import TrainConfig, Trainer, TrainingError
 from helpers.tiny import labelled_structures, tiny_config
 
 
@@ -89,16 +89,6 @@ def test_nan_labels_are_masked_but_nan_loss_stops(tmp_path):
     with pytest.raises(TrainingError, match="loss became nan"):
         Trainer(model, graphs[1:6], graphs[6:], TrainConfig(epochs=1, batch_size=4, swa_epochs=0, progress=False,
                                                              device="cpu"), tmp_path / "b").fit()
-
-
-def test_batches_respect_atom_budget_and_ranks():
-    atoms = [2, 5, 3, 8, 1, 4, 6, 2, 2, 7]
-    batches = make_batches(atoms, batch_size=4, max_atoms=10, shuffle=True, seed=1, drop_last=False)
-    assert sorted(i for b in batches for i in b) == list(range(10))
-    assert all(sum(atoms[i] for i in b) <= 10 or len(b) == 1 for b in batches)
-    r0 = make_batches(atoms, 2, None, True, 1, True, rank=0, world_size=2)
-    r1 = make_batches(atoms, 2, None, True, 1, True, rank=1, world_size=2)
-    assert len(r0) == len(r1) and not set(sum(r0, [])) & set(sum(r1, []))
 
 
 def test_ddp_two_processes_keep_replicas_identical(tmp_path):

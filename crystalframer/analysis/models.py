@@ -13,43 +13,20 @@ A model reference is a string:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..checkpoint import SHIPPED_DIR, WEIGHTS_FILE, load_model, read_metadata
+from ..checkpoint import ENV_VAR, available_checkpoints, checkpoint_dirs, load_model, read_metadata
 from ..config import ModelConfig
 from ..model import CrystalFramer
 
-ENV_VAR = "CRYSTALFRAMER_CHECKPOINTS"
 FRESH_METHODS = ("max", "weighted_pca", "none")
 FRESH_SEED = 0
 
 __all__ = ["ENV_VAR", "checkpoint_dirs", "available_checkpoints", "model_refs", "describe_ref", "build_model",
            "fresh_model", "model_summary", "provenance", "is_untrained", "frame_method_of", "companion_ref"]
-
-
-def checkpoint_dirs() -> list[Path]:
-    value = os.environ.get(ENV_VAR, "").strip()
-    if value:
-        return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
-    return [SHIPPED_DIR]
-
-
-def available_checkpoints() -> dict[str, Path]:
-    """name → weights file, for every ``<dir>/<name>/model.safetensors`` in the search path (first wins)."""
-    found: dict[str, Path] = {}
-    for root in checkpoint_dirs():
-        if not root.is_dir():
-            continue
-        if (root / WEIGHTS_FILE).is_file():  # the variable may point straight at one checkpoint directory
-            found.setdefault(root.name, root / WEIGHTS_FILE)
-        for sub in sorted(root.iterdir()):
-            if (sub / WEIGHTS_FILE).is_file():
-                found.setdefault(sub.name, sub / WEIGHTS_FILE)
-    return found
 
 
 def model_refs(include_fresh: bool = True) -> list[str]:
@@ -85,17 +62,16 @@ def fresh_model(frame_method: str = "max", seed: int = FRESH_SEED) -> CrystalFra
     model.calibrate([get_example(name) for name in list_examples()])
     model.eval()
     info = {"untrained": True, "note": f"fresh initialisation, seed {seed}"}
-    model.checkpoint_info = {"info": info, "path": "", "code_version": ""}  # type: ignore[attr-defined]
+    model.checkpoint_info = {"info": info, "path": "", "code_version": ""}
     return model
 
 
 def build_model(ref: str, device: str = "auto") -> CrystalFramer:
     kind, _, value = ref.partition(":")
     if kind == "ckpt":
-        paths = available_checkpoints()
-        if value not in paths:
+        if value not in available_checkpoints():
             raise FileNotFoundError(f"checkpoint {value!r} not found in {[str(p) for p in checkpoint_dirs()]}")
-        return load_model(paths[value], device=device)
+        return load_model(value, device=device)
     if kind == "path":
         return load_model(value, device=device)
     if kind == "fresh":
@@ -105,7 +81,7 @@ def build_model(ref: str, device: str = "auto") -> CrystalFramer:
 
 
 def is_untrained(model: CrystalFramer) -> bool:
-    info = getattr(model, "checkpoint_info", {}) or {}
+    info = model.checkpoint_info
     return bool((info.get("info") or {}).get("untrained"))
 
 
@@ -121,7 +97,7 @@ def provenance(model: CrystalFramer) -> dict[str, Any]:
     Understands the library trainer's fields (``data``, ``epochs_done``, ``val_mae``, ``kind``) and the fine-tune
     page's (``dataset``, ``n_train``, ``n_val``, ``metrics``). Long lists (split ids) are never included.
     """
-    info = (getattr(model, "checkpoint_info", {}) or {}).get("info") or {}
+    info = model.checkpoint_info.get("info") or {}
     out: dict[str, Any] = {}
     data = info.get("data")
     if isinstance(data, dict):
@@ -148,7 +124,7 @@ def provenance(model: CrystalFramer) -> dict[str, Any]:
 
 def model_summary(model: CrystalFramer) -> dict[str, Any]:
     cfg = model.config
-    meta = getattr(model, "checkpoint_info", {}) or {}
+    meta = model.checkpoint_info
     return {
         "frame_method": cfg.frame_method,
         "layers": cfg.num_layers,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -20,7 +21,8 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
 
     A crystal larger than the budget forms a batch on its own. The order is a permutation drawn from
     ``(seed, epoch)`` when ``shuffle`` (call :meth:`set_epoch` every epoch), else the input order, so batches are
-    reproducible. ``drop_last`` drops the final, partly filled batch of each epoch.
+    reproducible. ``drop_last`` drops the final batch of each epoch when it is partly filled (fewer than
+    ``max_structures`` crystals) and is not the only one.
 
     Distributed (``num_replicas`` > 1): every rank builds the same global batch list and takes every
     ``num_replicas``-th batch from ``rank``, so ranks get disjoint batches of equal count. The count is made
@@ -66,7 +68,8 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
     def global_batches(self) -> list[list[int]]:
         """All batches of the epoch before they are dealt to ranks."""
         batches = pack_by_budget(self.order(), self.num_atoms, self.max_atoms_per_batch, self.max_structures)
-        if self.drop_last and len(batches) > 0:
+        if self.drop_last and len(batches) > 1 and (self.max_structures is None
+                                                     or len(batches[-1]) < self.max_structures):
             batches = batches[:-1]
         if self.num_replicas > 1:
             batches = self._balance(batches)
@@ -136,3 +139,17 @@ def iterate_batches(graphs: Sequence[CrystalGraph], sampler: Sampler[list[int]] 
 def num_atoms_of(graphs: Sequence[CrystalGraph]) -> list[int]:
     """Atom counts to build a sampler from."""
     return [g.num_atoms for g in graphs]
+
+
+def inference_batches(num_atoms: Sequence[int], batch_size: int,
+                      max_atoms_per_batch: int | None = None) -> list[list[int]]:
+    """In-order batches of ≤ ``batch_size`` crystals (and ≤ ``max_atoms_per_batch`` atoms, if given).
+
+    The batches of evaluation, prediction and benchmarks: the same packing as training, without shuffling.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if len(num_atoms) == 0:
+        return []
+    return AtomBudgetBatchSampler(num_atoms, max_atoms_per_batch or sys.maxsize, max_structures=batch_size,
+                                  shuffle=False).batches()

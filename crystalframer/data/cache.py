@@ -19,7 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Protocol, Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,8 +33,17 @@ from .config import cache_root
 from .errors import DataError, summarize_errors, warn
 from .table import ParsedTable, atomic_savez, load_table, save_table
 
-if TYPE_CHECKING:
-    from .records import StructureRecord
+
+
+class StructureRecord(Protocol):
+    """What :func:`build_graphs` needs of a record (``records.StructureRecord`` has it); kept here so the cache
+    does not depend on the readers that use it."""
+
+    ident: str
+    targets: dict[str, float]
+
+    @property
+    def structure(self) -> Any: ...
 
 CACHE_FORMAT_VERSION = 2
 ROUND_DECIMALS = 8  # canonical positions/lattice are rounded to 1e-8 Å before hashing
@@ -265,7 +274,7 @@ def target_vector(targets: dict[str, float], target_names: Sequence[str]) -> np.
     return np.asarray([targets.get(name, np.nan) for name in target_names], dtype=np.float64)
 
 
-def build_graphs(records: Sequence["StructureRecord"], cutoff: float, target_names: Sequence[str] = (),
+def build_graphs(records: Sequence[StructureRecord], cutoff: float, target_names: Sequence[str] = (),
                  max_atoms: int = DEFAULT_MAX_ATOMS, progress: bool = True, cache: bool = True,
                  on_error: str = "skip") -> GraphList:
     """Graphs of ``records`` (in order), reusing cached ones; new ones are computed and cached.
@@ -307,7 +316,7 @@ def _hashable(record: Any) -> Any:
     return record if hasattr(record, "canonical_content") else record.structure
 
 
-def _compute_graphs(todo: dict[str, "StructureRecord"], cutoff: float, max_atoms: int, progress: bool,
+def _compute_graphs(todo: dict[str, StructureRecord], cutoff: float, max_atoms: int, progress: bool,
                     on_error: str) -> tuple[dict[str, GraphParts], dict[str, str]]:
     new: dict[str, GraphParts] = {}
     failed: dict[str, str] = {}
