@@ -1,25 +1,32 @@
-"""A small, self-contained fine-tuning loop (used by the app's Fine-tune page).
+"""Fine-tuning a checkpoint on (structure, label) pairs, through the library's one :class:`~.training.Trainer`.
 
-It always trains a deep copy: the model passed in (e.g. a cached, shared one) is never modified.
-Recipe: AdamW (betas 0.9/0.98, weight decay 1e-5), L1 loss on normalised targets, gradient clipping at 1.0.
-When the target differs from the checkpoint's, the target normalisation is re-estimated from the training labels
-(and a single-output head is put in place if the checkpoint predicted several targets).
+Used by the app's Fine-tune page and by scripts. It always trains a deep copy: the model passed in (e.g. a cached,
+shared one) is never modified. The recipe is the trainer's (AdamW, inverse-sqrt schedule, L1 on normalised
+targets, clipping, best-validation selection; no SWA). When the target differs from the checkpoint's, the target
+normalisation is re-estimated from the training labels (and a single-output head is put in place if the
+checkpoint predicted several targets).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .graph import CrystalGraph, collate
+from .checkpoint import code_version
+from .graph import CrystalGraph
 from .model import CrystalFramer
+from .training import TrainConfig, Trainer
 
 __all__ = ["FinetuneResult", "finetune", "prepare_for_target", "predict_graphs", "FinetuneStopped"]
 
@@ -76,18 +83,7 @@ def prepare_for_target(model: CrystalFramer, target_name: str, target_unit: str,
 @torch.no_grad()
 def predict_graphs(model: CrystalFramer, graphs: Sequence[CrystalGraph], batch_size: int = 32) -> np.ndarray:
     """(n,) physical predictions of the first target for prebuilt graphs (eval mode)."""
-    if not graphs:
-        return np.zeros(0)
-    was = model.training
-    model.eval()
-    try:
-        out = []
-        for start in range(0, len(graphs), batch_size):
-            batch = collate(list(graphs[start:start + batch_size]), dtype=model.dtype).to(model.device)
-            out.append(model.denormalize(model(batch))[:, 0].double().cpu().numpy())
-    finally:
-        model.train(was)
-    return np.concatenate(out)
+    return model.predict(list(graphs), batch_size=batch_size)[:, 0] if graphs else np.zeros(0)
 
 
 def finetune(model: CrystalFramer, train_structs: Sequence[Any], train_targets: Sequence[float],
@@ -95,11 +91,15 @@ def finetune(model: CrystalFramer, train_structs: Sequence[Any], train_targets: 
              freeze_encoder: bool = False, batch_size: int = 16,
              callback: Callable[[int, float, float], None] | None = None, target_name: str | None = None,
              target_unit: str = "", renormalize: bool | None = None, seed: int = 0,
-             weight_decay: float = 1e-5, clip: float = 1.0) -> FinetuneResult:
+             weight_decay: float = 1e-5, clip: float = 1.0, stop_requested: Callable[[], bool] | None = None,
+             out_dir: str | Path | None = None) -> FinetuneResult:
     """Fine-tune a copy of ``model`` on (structure, target) pairs; returns the new model and its history.
 
-    ``callback(epoch, train_loss, val_mae)`` is called after every epoch (epoch counts from 1; val_mae is NaN
-    without validation data); it may raise :class:`FinetuneStopped` to stop early.
+    ``callback(epoch, train_loss, val_mae)`` is called after every epoch and once before training with
+    ``epoch=0`` (the starting validation MAE; NaN without validation data). It may raise
+    :class:`FinetuneStopped` to stop; ``stop_requested()`` (polled after every step) stops too. Either way the
+    model selected so far is returned. out_dir: keep the run directory (log.csv, checkpoints) there; by default a
+    temporary one is used and removed.
     """
     y_train = np.asarray(train_targets, dtype=np.float64).reshape(-1)
     y_val = np.asarray(val_targets, dtype=np.float64).reshape(-1)
@@ -115,71 +115,60 @@ def finetune(model: CrystalFramer, train_structs: Sequence[Any], train_targets: 
     m = copy.deepcopy(model)
     target_name = target_name or m.config.target_names[0]
     renormalized = prepare_for_target(m, target_name, target_unit, y_train, renormalize)
-
-    train_graphs = [m.make_graph(s, target=[y], ident=str(k)) for k, (s, y) in enumerate(zip(train_structs, y_train))]
-    val_graphs = [m.make_graph(s, target=[y], ident=str(k)) for k, (s, y) in enumerate(zip(val_structs, y_val))]
+    train_graphs = [m.make_graph(s, target=[y], ident=f"train{k}") for k, (s, y) in enumerate(zip(train_structs, y_train))]
+    val_graphs = [m.make_graph(s, target=[y], ident=f"val{k}") for k, (s, y) in enumerate(zip(val_structs, y_val))]
     if not m.gauss_stats_frozen:
         m.calibrate(train_graphs[: max(1, batch_size)])
 
-    if freeze_encoder:
-        for p in m.embedding.parameters():
-            p.requires_grad_(False)
-        for p in m.blocks.parameters():
-            p.requires_grad_(False)
-    params = [p for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
-    gen = np.random.default_rng(seed)
-    torch_gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-
     history: list[dict[str, float]] = []
-    stopped = False
-    try:
-        for epoch in range(1, epochs + 1):
-            t0 = time.time()
-            m.train()
-            order = gen.permutation(len(train_graphs))
-            total, count = 0.0, 0
-            for start in range(0, len(order), batch_size):
-                chunk = [train_graphs[k] for k in order[start:start + batch_size]]
-                batch = collate(chunk, dtype=m.dtype).to(m.device)
-                pred = m(batch)
-                loss = (pred - m.normalize(batch.target)).abs().mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(params, clip)
-                optimizer.step()
-                total += float(loss.detach()) * len(chunk)
-                count += len(chunk)
-            train_loss = total / max(count, 1)
-            val_mae = float(np.mean(np.abs(predict_graphs(m, val_graphs) - y_val))) if val_graphs else float("nan")
-            history.append({"epoch": epoch, "train_loss": train_loss, "val_mae": val_mae,
-                            "seconds": time.time() - t0})
-            if callback is not None:
-                try:
-                    callback(epoch, train_loss, val_mae)
-                except FinetuneStopped:
-                    stopped = True
-                    break
-    finally:
-        torch.random.set_rng_state(torch_gen_state)
-        for p in m.parameters():
-            p.requires_grad_(True)
-        m.eval()
+    stop_flag = {"stop": False}
+    last_time = [time.time()]
 
-    result = FinetuneResult(model=m, history=history, train_true=y_train, train_pred=predict_graphs(m, train_graphs),
-                            val_true=y_val, val_pred=predict_graphs(m, val_graphs))
-    base_info = getattr(model, "checkpoint_info", {}) or {}
-    result.info = {
-        "finetuned_from": base_info.get("path") or "",
-        "target": target_name, "target_unit": target_unit, "renormalized": renormalized,
-        "n_train": len(train_graphs), "n_val": len(val_graphs), "epochs_run": len(history),
-        "stopped_early": stopped, "lr": lr, "batch_size": batch_size, "freeze_encoder": freeze_encoder,
-        "optimizer": "AdamW(betas=(0.9, 0.98), weight_decay=%g), L1 on normalised targets, clip %g" % (
-            weight_decay, clip),
-        "metrics": {"val_mae": history[-1]["val_mae"] if history else float("nan"),
+    def on_row(epoch: int, row: dict[str, Any]) -> None:
+        now = time.time()
+        entry = {"epoch": epoch, "train_loss": float(row.get("train_l1_norm", math.nan)),
+                 "val_mae": float(row.get("val_mae", math.nan)), "seconds": now - last_time[0]}
+        last_time[0] = now
+        history.append(entry)
+        if callback is not None:
+            try:
+                callback(epoch, entry["train_loss"], entry["val_mae"])
+            except FinetuneStopped:
+                stop_flag["stop"] = True
+
+    def should_stop() -> bool:
+        return stop_flag["stop"] or (stop_requested is not None and bool(stop_requested()))
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip_norm=clip,
+                         swa_epochs=0, seed=seed, device=m.device.type, progress=False, log_every=10**9,
+                         freeze_encoder=freeze_encoder, eval_before_training=True)
+    base_info = model.checkpoint_info or {}
+    info = {"finetuned_from": base_info.get("path") or "", "target": target_name, "target_unit": target_unit,
+            "renormalized": renormalized, "n_train": len(train_graphs), "n_val": len(val_graphs)}
+    rng_state = torch.random.get_rng_state()
+    try:
+        with contextlib.ExitStack() as stack:
+            run_dir = Path(out_dir) if out_dir is not None else Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="crystalframer-finetune-")))
+            if not val_graphs:  # with validation data the trainer reports epoch 0 itself
+                on_row(0, {})
+            trainer = Trainer(m, train_graphs, val_graphs, config, run_dir, info=info, epoch_callback=on_row,
+                              keep_normalization=True, stop_requested=should_stop)
+            outcome = trainer.fit()
+            trained = trainer.final_model
+    finally:
+        torch.random.set_rng_state(rng_state)
+    trained.eval()
+    result = FinetuneResult(model=trained, history=history, train_true=y_train,
+                            train_pred=predict_graphs(trained, train_graphs), val_true=y_val,
+                            val_pred=predict_graphs(trained, val_graphs))
+    result.info = info | {
+        "run_id": uuid.uuid4().hex, "epochs_run": int(outcome["epochs_done"]), "stopped_early": bool(outcome["stopped_early"]),
+        "selected": outcome.get("selected", "last"), "lr": lr, "batch_size": batch_size,
+        "freeze_encoder": freeze_encoder, "train_config": config.to_dict(),
+        "metrics": {"val_mae_start": history[0]["val_mae"],
+                    "val_mae": float(np.mean(np.abs(result.val_pred - y_val))) if len(y_val) else math.nan,
                     "train_mae": float(np.mean(np.abs(result.train_pred - y_train)))},
     }
-    m.checkpoint_info = {"info": result.info, "path": "", "code_version": ""}  # type: ignore[attr-defined]
+    trained.checkpoint_info = {"info": result.info, "path": "", "code_version": code_version()}
     return result

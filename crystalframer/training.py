@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
-from .checkpoint import save_checkpoint
+from .checkpoint import code_version, save_checkpoint
 from .data.batching import AtomBudgetBatchSampler, inference_batches
 from .runconfig import check_keys
 from .graph import CrystalGraph, GraphBatch, collate
@@ -316,6 +316,10 @@ class Trainer:
             if self.epoch_callback is not None:
                 self.epoch_callback(0, row0)
         while self.epoch < cfg.epochs and not stopped_early:
+            if self._stop():
+                stopped_early = True
+                self._log(f"stopped on request before epoch {self.epoch + 1}")
+                break
             batches = self._batches(self.epoch)
             iterator: Iterator[list[int]] | Any = batches
             if cfg.progress and self.dist.is_main:
@@ -378,6 +382,7 @@ class Trainer:
     def _finish(self, stopped_early: bool) -> dict[str, Any]:
         result: dict[str, Any] = {"epochs_done": self.epoch, "steps": self.step, "wall_time_s": self.elapsed,
                                   "stopped_early": stopped_early}
+        self.final_model = self.model
         if not self.dist.is_main:
             return result
         candidates: dict[str, tuple[float, CrystalFramer]] = {}
@@ -404,6 +409,11 @@ class Trainer:
                            "val_r2": final.get("r2"), "val_mae_best": result.get("val_mae_best"),
                            "val_mae_swa": result.get("val_mae_swa")})
         save_checkpoint(chosen, self.out_dir / "model.safetensors", info)
+        for p in chosen.parameters():  # frozen for training only (freeze_encoder)
+            p.requires_grad_(True)
+        chosen.checkpoint_info = {"path": str(self.out_dir / "model.safetensors"), "code_version": code_version(),
+                                  "info": info}
+        self.final_model = chosen
         result.update({"selected": kind, "val_mae": mae})
         (self.out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
         self._log(f"done: selected {kind} model, val MAE {mae:.5g}")

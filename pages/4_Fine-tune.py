@@ -125,11 +125,13 @@ if result is not None:
                     key="ft_parity")
     st.dataframe(pd.DataFrame(result.history), hide_index=True)
     val_mae = result.info["metrics"]["val_mae"]
-    st.markdown(f"Validation MAE **{val_mae:.4g} {unit_label}** after {len(result.history)} epoch(s) "
+    start_mae = result.info["metrics"].get("val_mae_start", float("nan"))
+    st.markdown(f"Validation MAE **{f"{val_mae:.4g} {unit_label}".strip()}** after {result.info['epochs_run']} epoch(s), "
+                f"from {start_mae:.4g} before training "
                 f"({result.info['n_train']} train / {result.info['n_val']} validation structures).")
 
     @st.cache_data(show_spinner=False, max_entries=4)
-    def _checkpoint_bytes(token: int, _result) -> bytes:
+    def _checkpoint_bytes(token: str, _result) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             info = dict(_result.info)
             info["metrics"] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
@@ -137,7 +139,7 @@ if result is not None:
             path = save_checkpoint(_result.model, Path(tmp) / "finetuned", info=info)
             return path.read_bytes()
 
-    blob = _checkpoint_bytes(id(result), result)
+    blob = _checkpoint_bytes(result.info["run_id"], result)
     d1, d2 = st.columns(2)
     d1.download_button("Download checkpoint (model.safetensors)", blob, file_name="model.safetensors",
                        mime="application/octet-stream", key="ft_download",

@@ -31,8 +31,9 @@ def test_finetune_copy_history_and_checkpoint(tmp_path, data):
                       target_unit="Å^3/atom")
     new, history = result  # unpacks as (model, history)
     assert new is not model
-    assert [h["epoch"] for h in history] == [1, 2] and [s[0] for s in seen] == [1, 2]
-    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_mae"]) for h in history)
+    assert [h["epoch"] for h in history] == [0, 1, 2] and [s[0] for s in seen] == [0, 1, 2]
+    assert np.isnan(history[0]["train_loss"]) and np.isfinite(history[0]["val_mae"])  # before any step
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_mae"]) for h in history[1:])
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # the original is untouched
     assert model.config.target_names == ["untrained_output"]
@@ -64,11 +65,18 @@ def test_callback_can_stop_and_bad_input(data):
     model = fresh_model("max")
 
     def stop(epoch, loss, mae):
-        raise FinetuneStopped
+        if epoch >= 1:
+            raise FinetuneStopped
 
     result = finetune(model, structures[:4], y[:4], [], [], epochs=5, callback=stop, target_name="v")
-    assert len(result.history) == 1 and result.info["stopped_early"]
-    assert np.isnan(result.history[0]["val_mae"])
+    assert [h["epoch"] for h in result.history] == [0, 1] and result.info["stopped_early"]
+    assert result.info["epochs_run"] == 1
+    assert np.isnan(result.history[1]["val_mae"])
+
+    calls = []
+    result = finetune(model, structures[:4], y[:4], structures[4:6], y[4:6], epochs=5, batch_size=2,
+                      stop_requested=lambda: calls.append(1) or len(calls) > 1, target_name="v")
+    assert result.info["stopped_early"] and result.info["epochs_run"] == 1  # stopped after one step
     with pytest.raises(ValueError, match="NaN"):
         finetune(model, structures[:2], [1.0, np.nan], [], [], epochs=1)
     with pytest.raises(ValueError):

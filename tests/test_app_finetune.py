@@ -89,7 +89,7 @@ def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     result = at.session_state["cf_ft_result"]
-    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]  # epoch 0: before any step
     assert result.info["n_train"] + result.info["n_val"] == 11
     assert result.model.config.target_names == ["volume_per_atom"]
     assert len(at.get("plotly_chart")) >= 2  # curves and parity
