@@ -126,7 +126,8 @@ if result is not None:
     st.dataframe(pd.DataFrame(result.history), hide_index=True)
     val_mae = result.info["metrics"]["val_mae"]
     start_mae = result.info["metrics"].get("val_mae_start", float("nan"))
-    st.markdown(f"Validation MAE **{f"{val_mae:.4g} {unit_label}".strip()}** after {result.info['epochs_run']} epoch(s), "
+    shown_mae = f"{val_mae:.4g} {unit_label}".strip()
+    st.markdown(f"Validation MAE **{shown_mae}** after {result.info['epochs_run']} epoch(s), "
                 f"from {start_mae:.4g} before training "
                 f"({result.info['n_train']} train / {result.info['n_val']} validation structures).")
 
