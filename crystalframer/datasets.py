@@ -10,50 +10,28 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .runconfig import DataConfig
-from .data import (build_graphs, load_split, random_split, read_csv_cif, read_extxyz, read_id_prop_folder,
-                   read_jarvis_dft3d, read_mp_megnet)
+from .data import build_graphs, load_split, random_split, read_jarvis_dft3d, read_mp_megnet
+from .data.sources import guess_kind, read_dataset
 from .data.errors import DataError
 from .graph import CrystalGraph
 
 
 def _records(spec: DataConfig, target_names: Sequence[str], splits: Sequence[str] = ("train", "val")):
-    kind = spec.kind or _guess_kind(spec.path)
+    if spec.kind is None and spec.path is None:
+        raise DataError("the data section needs a 'kind' or a 'path'")
+    kind = spec.kind or guess_kind(spec.path)
     targets = list(target_names)
-    if spec.path is None and kind not in ("mp_megnet", "jarvis"):
-        raise DataError(f"data kind {kind!r} needs a path (set data.path)")
     if kind == "mp_megnet":
         records, split_of = read_mp_megnet(spec.path, target=targets, splits=tuple(splits),
                                            max_sites=spec.max_sites, limit=spec.limit)
         return kind, records, split_of
-    if kind == "csv":
-        records = read_csv_cif(spec.path, cif_column=spec.cif_column, id_column=spec.id_column,
-                               target_columns=targets)
-    elif kind == "id_prop":
-        records = read_id_prop_folder(spec.path, target_names=targets)
-    elif kind == "extxyz":
-        records = read_extxyz(spec.path, target_keys=targets)
-    elif kind == "jarvis":
-        records = read_jarvis_dft3d(targets, path=spec.path, max_sites=spec.max_sites,
-                                    limit=spec.limit)
-    else:
-        raise DataError(f"unknown data kind {kind!r}: use mp_megnet, csv, id_prop, extxyz or jarvis")
-    max_sites = spec.max_sites
-    if max_sites is not None:
-        records = [r for r in records if r.num_sites <= int(max_sites)]
+    if spec.path is None and kind == "jarvis":  # downloaded through jarvis-tools
+        return kind, read_jarvis_dft3d(targets, max_sites=spec.max_sites, limit=spec.limit), None
+    if spec.path is None:
+        raise DataError(f"data kind {kind!r} needs a path (set data.path)")
+    records = read_dataset(spec.path, kind, targets, cif_column=spec.cif_column, id_column=spec.id_column,
+                           max_sites=spec.max_sites, limit=spec.limit, progress=True)
     return kind, records, None
-
-
-def _guess_kind(path: str | None) -> str:
-    if path is None:
-        raise DataError("the data section needs a 'kind' or a 'path'")
-    lower = str(path).lower()
-    if lower.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if lower.endswith((".xyz", ".extxyz")):
-        return "extxyz"
-    if lower.endswith(".json"):
-        return "jarvis"
-    return "id_prop"
 
 
 def load_training_data(spec: DataConfig, cutoff: float, target_names: Sequence[str], max_atoms: int,

@@ -57,7 +57,7 @@ class DataConfig:
     max_sites: int | None = None
     limit: int | None = None
     train_limit: int | None = None
-    cif_column: str = "cif"
+    cif_column: str | None = None  # None: the first of cif/structure/poscar/atoms (or CIF-looking) columns
     id_column: str | None = None
     split_file: str | None = None
     val_fraction: float = 0.1

@@ -12,7 +12,8 @@ import pytest
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
-from crystalframer.analysis.uploads import (APP_MAX_ATOMS, UploadError, guess_format, parse_dataset,
+from crystalframer.data.formats import sniff_format as guess_format
+from crystalframer.analysis.uploads import (APP_MAX_ATOMS, UploadError, parse_dataset,
                                             parse_structure_bytes, parse_structure_text, select_target,
                                             split_indices)
 from crystalframer.examples import get_example, list_examples
@@ -147,7 +148,7 @@ def test_zip_with_id_prop():
         zf.writestr("data/id_prop.csv", "\n".join(f"s{k},{k * 0.5}" for k in range(5)))  # s4 has no file
     data = parse_dataset(buf.getvalue(), "set.zip")
     assert len(data) == 4 and data.ids == ["s0", "s1", "s2", "s3"]
-    assert any("not in the archive" in w for w in data.warnings)
+    assert any("no structure file for 's4'" in w for w in data.warnings)
     with pytest.raises(UploadError, match="id_prop"):
         empty = io.BytesIO()
         with zipfile.ZipFile(empty, "w") as zf:

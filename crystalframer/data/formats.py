@@ -62,13 +62,59 @@ def read_text(path: str | Path) -> str:
         raise DataError(f"{path}: is a folder, expected a file")
     try:
         raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
-    except (OSError, EOFError) as exc:
+    except OSError as exc:
         raise DataError(f"{path}: cannot read file ({exc})") from None
+    return decode_text(raw, str(path))
+
+
+def decode_text(raw: bytes, source: str) -> str:
+    """Bytes of a text file (gzip is undone) as text; :class:`DataError` naming ``source`` for binary data.
+
+    UTF-8 first, then Latin-1 (older CIF writers); NUL bytes mark a binary file.
+    """
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{source}: not a valid gzip file ({exc})") from None
+    if b"\x00" in raw[:4096]:
+        raise DataError(f"{source}: looks like a binary file, not a text structure file (accepted: {SUPPORTED})")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def sniff_format(text: str, name: str = "") -> str:
+    """The format of a structure text: from ``name`` when it says (see :func:`detect_format`), else from the
+    content: CIF (``data_``/``_cell_length_a``), JSON (``{``/``[``), extxyz (count line then ``Lattice=``),
+    otherwise POSCAR."""
+    fmt = detect_format(name) if name else None
+    if fmt is not None:
+        return fmt
+    head = text[:4000]
+    stripped = head.lstrip()
+    if "_cell_length_a" in head or stripped.lower().startswith("data_") or "\ndata_" in head:
+        return "cif"
+    if stripped[:1] in ("{", "["):
+        return "json"
+    lines = stripped.splitlines()
+    if len(lines) > 1 and lines[0].strip().isdigit() and "lattice=" in lines[1].lower():
+        return "extxyz"
+    return "poscar"
+
+
+def read_structure_bytes(raw: bytes, name: str, fmt: str | None = None) -> list[tuple[str, Any]]:
+    """Like :func:`read_structure_file` for an upload's ``(bytes, name)``: the format comes from the name or,
+    when the name says nothing, from the content."""
+    if not raw:
+        raise DataError(f"{name}: empty file")
+    text = decode_text(raw, name)
+    structures = parse_structure_text(text, fmt or sniff_format(text, name), source=name)
+    stem = structure_stem(name)
+    if len(structures) == 1:
+        return [(stem, structures[0])]
+    return [(f"{stem}:{k}", s) for k, s in enumerate(structures)]
 
 
 def read_structure_file(path: str | Path, fmt: str | None = None) -> list[tuple[str, Any]]:

@@ -27,17 +27,19 @@ from .config import mp_megnet_path
 from .errors import DataError, summarize_errors, warn
 from .formats import (
     SUPPORTED, detect_format, expand_paths, parse_structure_text, read_ase_frames_text, read_structure_file,
-    read_text, structure_from_jarvis, structure_stem, ase_to_structure,
+    read_text, sniff_format, structure_from_jarvis, structure_stem, ase_to_structure,
 )
 from .table import PackedStructure, ParsedTable
 
-ID_COLUMNS = ("material_id", "id", "jid", "mpid", "name", "ident", "identifier")
+ID_COLUMNS = ("material_id", "id", "jid", "mpid", "name", "ident", "identifier", "filename", "file")
+STRUCTURE_COLUMNS = ("cif", "structure", "poscar", "atoms")  # text columns that hold structures, in order
 NA_STRINGS = frozenset({"", "na", "nan", "none", "null", "n/a", "-"})
 NAN_POLICIES = ("drop", "keep", "raise")
 ERROR_POLICIES = ("skip", "raise")
 MP_SPLITS = ("train", "val", "extra")
 MP_EFORM_COLUMNS = ("formation_energy_per_atom", "megnet_e_form")
 TABLE_READER_VERSION = 1  # bump when a reader's parsing changes, to invalidate its cached tables
+EXTXYZ_READER_VERSION = 2  # 2: energy_per_atom derived from a total energy
 
 
 class StructureRecord:
@@ -269,12 +271,14 @@ def _ensure_file(path: str | Path, what: str) -> Path:
 
 
 # ----- CSV with a CIF column ---------------------------------------------------------------------------------------
-def read_csv_cif(path: str | Path, cif_column: str = "cif", id_column: str | None = None,
+def read_csv_cif(path: str | Path, cif_column: str | None = "cif", id_column: str | None = None,
                  target_columns: str | Sequence[str] | None = None, *, nan_policy: str = "drop",
                  on_error: str = "skip", limit: int | None = None, cache: bool = True,
                  progress: bool = True) -> RecordList:
-    """Read a CSV (optionally ``.gz``) with one CIF text per row.
+    """Read a CSV (optionally ``.gz``) with one structure text per row (CIF, or POSCAR/extxyz/JSON text).
 
+    cif_column: the structure column; ``None`` picks the first of ``cif, structure, poscar, atoms`` present, else
+    the first column whose first entry looks like a CIF.
     id_column: defaults to the first of ``material_id, id, jid, ...`` present, else ``row<k>``.
     target_columns: default all numeric columns except the id (and pandas ``Unnamed:`` index columns);
     ``[]`` loads structures without labels. limit: read only the first ``limit`` data rows.
@@ -297,18 +301,40 @@ def _csv_header(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read as CSV ({type(exc).__name__}: {exc})") from None
 
 
+def _find_structure_column(path: Path, columns: list[str]) -> str:
+    import pandas as pd
+
+    lowered = {c.lower().strip(): c for c in columns}
+    named = next((lowered[c] for c in STRUCTURE_COLUMNS if c in lowered), None)
+    if named is not None:
+        return named
+    try:
+        first = pd.read_csv(path, nrows=1, dtype=str)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as CSV ({type(exc).__name__}: {exc})") from None
+    for col in first.columns:
+        value = str(first[col].iloc[0]) if len(first) else ""
+        if "_cell_length_a" in value or value.lstrip().lower().startswith("data_"):
+            return str(col)
+    raise DataError(f"{path}: no structure column; name a column 'cif' holding CIF text (columns found: "
+                    f"{', '.join(columns[:10])})")
+
+
 def _pick_id_column(path: Path, columns: list[str], id_column: str | None) -> str | None:
     if id_column is not None:
         if id_column not in columns:
             raise DataError(f"{path}: no id column {id_column!r} (columns: {columns})")
         return id_column
-    return next((c for c in ID_COLUMNS if c in columns), None)
+    lowered = {c.lower().strip(): c for c in columns}
+    return next((lowered[c] for c in ID_COLUMNS if c in lowered), None)
 
 
 def _load_csv_table(path: Path, cif_column: str, id_column: str | None, limit: int | None, cache: bool,
                     progress: bool, on_error: str) -> tuple[ParsedTable, str | None]:
     """Parse (or fetch from the cache) every row of a CIF CSV; returns the table and the id column used."""
     columns = _csv_header(path)
+    if cif_column is None:
+        cif_column = _find_structure_column(path, columns)
     if cif_column not in columns:
         raise DataError(f"{path}: no CIF column {cif_column!r} (columns: {columns})")
     id_column = _pick_id_column(path, columns, id_column)
@@ -332,7 +358,7 @@ def _parse_csv(path: Path, cif_column: str, id_column: str | None, limit: int | 
     raw_ids = frame[id_column].tolist() if id_column else [None] * len(frame)
     ids = [v.strip() if isinstance(v, str) and v.strip() else f"row{k}" for k, v in enumerate(raw_ids)]
     cifs = frame[cif_column].tolist()
-    items = [(ident, k, _cif_parser(cif) if id_column is None or ident != f"row{k}" else _missing_id(id_column))
+    items = [(ident, k, _text_parser(cif) if id_column is None or ident != f"row{k}" else _missing_id(id_column))
              for k, (ident, cif) in enumerate(zip(ids, cifs))]
     kept, structures, errors = _parse_rows(items, on_error, progress, f"parsing {path.name}")
     columns = {}
@@ -354,13 +380,15 @@ def _missing_id(id_column: str) -> Callable[[], Any]:
     return fail
 
 
-def _cif_parser(text: Any) -> Callable[[], Any]:
+def _text_parser(text: Any) -> Callable[[], Any]:
+    """Parser of one table cell holding a structure text (its format sniffed from the content)."""
     def parse() -> Any:
         if not isinstance(text, str) or not text.strip():
-            raise DataError("empty CIF")
-        structures = parse_structure_text(text, "cif", source="CIF")
+            raise DataError("empty structure text")
+        fmt = sniff_format(text)
+        structures = parse_structure_text(text, fmt, source=fmt.upper())
         if len(structures) != 1:
-            raise DataError(f"CIF holds {len(structures)} structures, expected 1")
+            raise DataError(f"the {fmt} text holds {len(structures)} structures, expected 1")
         return structures[0]
     return parse
 
@@ -510,25 +538,12 @@ def _file_parser(folder: Path, entry: str, path: Path | None) -> Callable[[], An
         if path is None:
             raise DataError(f"no structure file for {entry!r} in {folder} (tried {entry}, {entry}.cif, "
                             f"{entry}.vasp, POSCAR-{entry}, ...)")
-        fmt = detect_format(path) or _sniff_format(path)
+        fmt = detect_format(path) or sniff_format(read_text(path))
         structures = read_structure_file(path, fmt)
         if len(structures) != 1:
             raise DataError(f"{path} holds {len(structures)} structures, expected 1")
         return structures[0][1]
     return parse
-
-
-def _sniff_format(path: Path) -> str:
-    """Format of a file whose name says nothing (CGCNN/ALIGNN folders): CIF, JSON, extxyz, else POSCAR."""
-    head = read_text(path)[:4000]
-    lines = head.splitlines()
-    if "_cell_length_a" in head or head.lstrip().startswith("data_"):
-        return "cif"
-    if head.lstrip()[:1] in ("{", "["):
-        return "json"
-    if len(lines) > 1 and "Lattice=" in lines[1]:
-        return "extxyz"
-    return "poscar"
 
 
 # ----- extended XYZ ------------------------------------------------------------------------------------------------
@@ -544,7 +559,8 @@ def read_extxyz(path: str | Path, target_keys: str | Sequence[str] | None = None
     path = _ensure_file(path, "extxyz file")
     if detect_format(path) not in ("extxyz", None):
         raise DataError(f"{path}: not an extxyz file (expected .extxyz or .xyz)")
-    key = params_key("extxyz", TABLE_READER_VERSION, file_sha256(path), id_key, _pymatgen_version())
+    key = params_key("extxyz", TABLE_READER_VERSION, EXTXYZ_READER_VERSION, file_sha256(path), id_key,
+                     _pymatgen_version())
     build = lambda: _parse_extxyz(path, id_key, progress, on_error)  # noqa: E731
     table = cached_table("extxyz", key, build, enabled=cache)
     names = _as_names(target_keys)
@@ -579,6 +595,9 @@ def _frame_labels(atoms: Any) -> dict[str, Any]:
     raw = dict(atoms.info)
     if atoms.calc is not None:
         raw.update({k: v for k, v in getattr(atoms.calc, "results", {}).items() if k not in raw})
+    energy = raw.get("energy")
+    if "energy_per_atom" not in raw and np.size(energy) == 1 and np.asarray(energy).dtype.kind in "fiu" and len(atoms):
+        raw["energy_per_atom"] = float(np.asarray(energy).reshape(())) / len(atoms)
     labels: dict[str, Any] = {}
     for key, value in raw.items():
         arr = np.asarray(value) if not isinstance(value, str) else None
