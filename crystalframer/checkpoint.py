@@ -31,12 +31,14 @@ def _shipped_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "checkpoints"
     if checkout.is_dir():
         return checkout
-    try:
-        from importlib.resources import files
+    from importlib.util import find_spec
 
-        return Path(str(files(SHIPPED_PACKAGE)))
-    except (ModuleNotFoundError, TypeError):
-        return checkout
+    try:
+        spec = find_spec(SHIPPED_PACKAGE)
+    except ModuleNotFoundError:
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else checkout
 
 
 SHIPPED_DIR = _shipped_dir()

@@ -1,4 +1,6 @@
-"""Command line: ``crystalframer train|evaluate|predict|inspect|bench`` (also ``python -m crystalframer``)."""
+"""Command line: ``crystalframer train|evaluate|predict|inspect|checkpoints`` (also ``python -m crystalframer``).
+
+Benchmarks live outside the library: ``python -m bench.throughput`` from the repository root."""
 
 from __future__ import annotations
 
@@ -231,8 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
 
     sub.add_parser("checkpoints", help="list the checkpoints that load_model can resolve by name")
-    sub.add_parser("bench", help="throughput and memory table; `crystalframer bench --help` for its options",
-                   add_help=False)
     return parser
 
 
@@ -258,10 +258,6 @@ def _reject_unknown_flags(parser: argparse.ArgumentParser, command: str, extra: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # its options belong to the benchmark runner
-        from .benchmark import run_cli
-
-        return run_cli(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     takes_overrides = args.command in ("train", "evaluate")

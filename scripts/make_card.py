@@ -1,6 +1,6 @@
 """Package a finished training run as a shipped checkpoint: copy its model and write a model card.
 
-Usage: python scripts/make_card.py runs/mp-eform-max checkpoints/mp-eform-max [--compare runs/mp-eform-wpca ...]
+Usage (from the repository root): python -m scripts.make_card runs/mp-eform-max checkpoints/mp-eform-max [--compare runs/mp-eform-wpca ...]
 The card states the exact command, data, split, epochs, wall time, hardware, validation MAE and parameter count,
 and (with --compare) a table of the other runs trained with the same budget.
 """
@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from crystalframer import load_model, read_metadata  # noqa: E402
-from crystalframer.benchmark import machine_description  # noqa: E402
+from bench.throughput import machine_description
+from crystalframer import load_model, read_metadata
 
 
 def run_summary(run: Path) -> dict:

@@ -1,4 +1,4 @@
-"""`crystalframer bench` runs end to end (tiny settings) and reports the tables and both speed bars."""
+"""`python -m bench.throughput` runs end to end (tiny settings) and reports the tables and both speed bars."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from crystalframer import ModelConfig, benchmark
-from crystalframer.cli import main
+from bench import throughput as benchmark
+from crystalframer import ModelConfig
 
 
 def test_bench_reports_groups_and_bars(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--configs", "none", "max", "--groups", "small", "--structures", "4", "--batch-size", "2",
+    code = benchmark.run_cli(["--configs", "none", "max", "--groups", "small", "--structures", "4", "--batch-size", "2",
                  "--repeats", "1", "--threads", "1", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
