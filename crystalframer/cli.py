@@ -62,19 +62,66 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     trainer = Trainer(model, train_graphs, val_graphs, train_cfg, out_dir, info=info, keep_normalization=keep)
     if not args.no_resume:
         trainer.try_resume()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after epoch {trainer.epoch} of {train_cfg.epochs}; every file in {out_dir} is intact. "
+              f"Run the same command again to resume from {out_dir / 'resume_state.pt'}.", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _readable_structures(args: argparse.Namespace, model: Any) -> tuple[list[str], list[Any], int]:
+    """(names, structures, number skipped) of ``args.inputs`` (files, folders, globs).
+
+    Unreadable files and structures the model cannot take are reported one line each on stderr, naming the file
+    and the problem, and skipped: one bad file never costs the others.
+    """
+    from .data.errors import DataError
+    from .data.formats import expand_paths, read_structure_file, structure_stem
+    from .structure import StructureError, to_arrays
+
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in args.inputs:
+        try:
+            files.extend(path for path, _ in expand_paths(item))
+        except DataError as exc:
+            errors.append(str(exc))
+    stems = [structure_stem(p) for p in files]
+    names, structures = [], []
+    for path, stem in zip(files, stems):
+        try:
+            parsed = read_structure_file(path)
+        except DataError as exc:
+            errors.append(str(exc))
+            continue
+        for ident, structure in parsed:
+            try:
+                to_arrays(structure, max_atoms=model.config.max_atoms)
+            except StructureError as exc:
+                errors.append(f"{path}: {exc}")
+                continue
+            names.append(ident if stems.count(stem) == 1 else str(path) + ident[len(stem):])
+            structures.append(structure)
+    for message in errors:
+        print(f"skipped {message}", file=sys.stderr)
+    return names, structures, len(errors)
+
+
+def _load_for_cli(args: argparse.Namespace) -> Any:
     from .checkpoint import load_model
-    from .io import read_structures
 
     model = load_model(args.model, device=args.device)
-    names, structures, errors = read_structures(args.inputs)
-    for name, message in errors:
-        print(f"skipped {name}: {message}", file=sys.stderr)
+    if getattr(args, "max_atoms", None):
+        model.config.max_atoms = int(args.max_atoms)
+    return model
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = _load_for_cli(args)
+    names, structures, skipped = _readable_structures(args, model)
     if not structures:
         print("no readable structures", file=sys.stderr)
         return 1
@@ -106,7 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         widths = [max(len(str(r[c])) for r in rows + [header]) for c in range(len(header))]
         for r in [header] + rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
-    return 0
+    if skipped:
+        print(f"{skipped} input(s) skipped (see above); exit status 1", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -143,13 +192,11 @@ def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .io import read_structures
-
-    model = load_model(args.model, device=args.device)
-    names, structures, errors = read_structures([args.input])
-    if errors or not structures:
-        print(f"cannot read {args.input}: {errors[0][1] if errors else 'no structure'}", file=sys.stderr)
+    model = _load_for_cli(args)
+    args.inputs = [args.input]
+    names, structures, skipped = _readable_structures(args, model)
+    if not structures:
+        print(f"cannot inspect {args.input}", file=sys.stderr)
         return 1
     ins = model.inspect(structures[0])
     payload = {
@@ -225,12 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--max-atoms", type=int, help="largest cell accepted (default: the checkpoint's max_atoms, 2000)")
 
     p = sub.add_parser("inspect", help="attention weights and frames of every layer → JSON")
     p.add_argument("model")
     p.add_argument("input", help="one structure file")
     p.add_argument("-o", "--output", help="JSON file (default: stdout)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--max-atoms", type=int, help="largest cell accepted (default: the checkpoint's max_atoms, 2000)")
 
     sub.add_parser("checkpoints", help="list the checkpoints that load_model can resolve by name")
     return parser

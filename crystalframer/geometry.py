@@ -48,7 +48,7 @@ class EdgeGeometry:
 
     @property
     def num_atoms(self) -> int:
-        return int(self.positions.shape[0])
+        return self.atom_batch.numel()
 
     @property
     def num_rows(self) -> int:

@@ -12,6 +12,22 @@ MIN_ATOM_DISTANCE = 0.1  # Å
 DEFAULT_MAX_ATOMS = 2000
 MIN_CELL_VOLUME_PER_ATOM = 1e-3  # Å^3, guards against (near-)singular lattices
 MIN_PLANE_SPACING = 0.05  # Å
+MAX_SITE_OCCUPANCY = 1.0 + 1e-4  # a site's occupancies sum to at most 1 (rounding in CIFs allowed)
+# Cost per image-edge, measured on the 1,008-atom spinel benchmark (573,568 edges, 2-core CPU; docs/benchmarks.md):
+# 0.30 predictions/s and a 6.4 GB peak when training. Used only to say what a big cell would cost.
+SECONDS_PER_EDGE_PREDICT = 5.8e-6
+BYTES_PER_EDGE_TRAIN = 11_200
+ESTIMATE_CUTOFF = 10.9  # Å, the default sphere (5.5 σ_max)
+
+
+def estimate_cost(num_atoms: int, volume: float, cutoff: float = ESTIMATE_CUTOFF) -> dict[str, float]:
+    """Rough image-edge count, seconds per prediction and training memory (GB) for a cell, from its density.
+
+    edges ≈ N · (N / V) · (4/3)π r_c³ (each atom sees every atom image within the sphere).
+    """
+    edges = num_atoms * (num_atoms / max(volume, 1e-9)) * (4.0 / 3.0) * np.pi * cutoff**3
+    return {"edges": edges, "predict_s": edges * SECONDS_PER_EDGE_PREDICT,
+            "train_gb": edges * BYTES_PER_EDGE_TRAIN / 1e9}
 
 
 class StructureError(ValueError):
@@ -56,6 +72,10 @@ def _from_pymatgen(structure: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
                 raise StructureError(f"site {idx} has an invalid occupancy {occu}")
             species[idx, z - 1] += occu
             best = max(best, (float(occu), z))
+        total = float(species[idx].sum())
+        if total > MAX_SITE_OCCUPANCY:
+            raise StructureError(f"site {idx} has occupancies summing to {total:.4g} (> 1): not a valid "
+                                 "disordered site")
         numbers[idx] = best[1]
     positions = np.array(structure.cart_coords, dtype=np.float64).reshape(n, 3)
     lattice = np.array(structure.lattice.matrix, dtype=np.float64)
@@ -109,9 +129,14 @@ def validate(arrays: CrystalArrays, max_atoms: int = DEFAULT_MAX_ATOMS) -> None:
     if n == 0:
         raise StructureError("the structure is empty (no sites)")
     if n > max_atoms:
+        volume = abs(float(np.linalg.det(arrays.lattice))) if arrays.lattice.shape == (3, 3) else 0.0
+        cost = estimate_cost(n, volume) if np.isfinite(volume) and volume > 0 else None
+        estimate = "" if cost is None else (
+            f" (about {cost['edges']:.3g} image-edges: ~{cost['predict_s']:.0f} s per prediction and "
+            f"~{cost['train_gb']:.0f} GB to train on a 2-core CPU)")
         raise StructureError(
-            f"the structure has {n} sites, more than the limit of {max_atoms}; "
-            "raise max_atoms if you have the memory (cost grows with atoms x neighbours)")
+            f"the structure has {n} sites, more than the limit of {max_atoms}{estimate}; raise max_atoms "
+            "(ModelConfig.max_atoms) if you have the time and memory")
     if not np.all(np.isfinite(arrays.positions)):
         raise StructureError("atomic coordinates contain NaN or infinite values")
     lattice = arrays.lattice

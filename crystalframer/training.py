@@ -234,8 +234,13 @@ class Trainer:
         path = self.out_dir / RESUME_FILE
         if not path.is_file():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+        except Exception as exc:  # a truncated, foreign or pickled-code file: refuse it, never execute it
+            raise TrainingError(f"{path} is not a resume state this run can use ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); delete it or start "
+                                "fresh with --no-resume") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if state["swa"] is not None:
             self.swa_model = AveragedModel(self.model)
@@ -243,8 +248,26 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best_val, self.elapsed = float(state["best_val"]), float(state["elapsed"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        self._truncate_log()
         self._log(f"resumed from {path} at epoch {self.epoch} (step {self.step})")
         return True
+
+    def _truncate_log(self) -> None:
+        """Drop log rows of epochs after the resume point (a run killed between logging and saving its state)."""
+        log_path = self.out_dir / "log.csv"
+        if not self.dist.is_main or not log_path.is_file():
+            return
+        with log_path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= self.epoch]
+        if len(kept) == len(rows) or not rows:
+            return
+        tmp = log_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, log_path)
 
     # ----- loop -----------------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[list[int]]:

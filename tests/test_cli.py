@@ -62,7 +62,7 @@ def test_predict_reports_bad_files_and_keeps_going(checkpoint, structure_files, 
     folder, _ = structure_files
     bad = tmp_path / "bad.cif"
     bad.write_text("data_x\n_cell_length_a 3\n")
-    assert main(["predict", str(checkpoint), str(bad), str(folder / "s1.cif")]) == 0
+    assert main(["predict", str(checkpoint), str(bad), str(folder / "s1.cif")]) == 1  # the good file is predicted; the bad one makes the exit status 1
     captured = capsys.readouterr()
     assert "s1" in captured.out and "bad" in captured.err
 

@@ -13,6 +13,7 @@ A model reference is a string:
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,17 @@ FRESH_METHODS = ("max", "weighted_pca", "none")
 FRESH_SEED = 0
 
 __all__ = ["ENV_VAR", "checkpoint_dirs", "available_checkpoints", "model_refs", "describe_ref", "build_model",
-           "fresh_model", "model_summary", "provenance", "is_untrained", "frame_method_of", "companion_ref"]
+           "fresh_model", "weights_fingerprint", "model_summary", "provenance", "is_untrained", "frame_method_of", "companion_ref"]
+
+
+def weights_fingerprint(model: CrystalFramer) -> str:
+    """A hash of the config, weights and buffers: a cache key that cannot collide the way ``id()`` of a
+    collected object can (two sessions, or a model freed and another allocated at the same address)."""
+    digest = hashlib.blake2b(model.config.to_json().encode(), digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def model_refs(include_fresh: bool = True) -> list[str]:

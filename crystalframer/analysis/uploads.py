@@ -20,7 +20,7 @@ from ..data.errors import DataError, DataWarning
 from ..data.formats import parse_structure_text as _parse_text
 from ..data.formats import read_structure_bytes, sniff_format
 from ..data.sources import read_dataset
-from ..structure import StructureError, to_arrays
+from ..structure import StructureError, estimate_cost, to_arrays
 
 __all__ = ["UploadError", "LabelledData", "MAX_UPLOAD_BYTES", "APP_MAX_ATOMS", "MAX_DATASET_STRUCTURES",
            "STRUCTURE_SUFFIXES", "parse_structure_bytes", "parse_structure_text", "parse_dataset",
@@ -51,8 +51,10 @@ def _check_size(data: bytes, name: str) -> None:
 def check_structure(structure: Structure, max_atoms: int = APP_MAX_ATOMS, what: str = "the structure") -> Structure:
     """The model's validation plus the app's size limit; raises UploadError."""
     if len(structure) > max_atoms:
-        raise UploadError(f"{what} has {len(structure)} sites; this app handles at most {max_atoms} "
-                          "(use the command-line tools for bigger cells)")
+        cost = estimate_cost(len(structure), float(structure.volume))
+        raise UploadError(f"{what} has {len(structure)} sites; this app handles at most {max_atoms} (this cell: "
+                          f"~{cost['edges']:.2g} image-edges, ~{cost['predict_s']:.0f} s per prediction); use the "
+                          "command line (crystalframer predict --max-atoms N) for bigger cells")
     try:
         to_arrays(structure, max_atoms=max_atoms)
     except StructureError as exc:

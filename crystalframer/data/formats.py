@@ -146,7 +146,8 @@ def parse_structure_text(text: str, fmt: str, source: str = "<string>") -> list[
     except DataError as exc:
         raise DataError(f"{source}: {exc}") from None
     except Exception as exc:  # parsers raise anything from ValueError to IndexError on malformed input
-        raise DataError(f"{source}: malformed {fmt} ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(str(exc).split())[:300]  # one line, whatever the parser printed
+        raise DataError(f"{source}: malformed {fmt} ({type(exc).__name__}: {detail})") from None
     if not structures:
         raise DataError(f"{source}: no structure found in the {fmt} input")
     return structures

@@ -151,7 +151,7 @@ def _inspect_cached(model_key: str, skey: str, method: str, _model: CrystalFrame
 
 def inspect(ref: str, model: CrystalFramer, structure: Structure, method: str = "") -> Inspection:
     """Cached ``model.inspect`` (optionally with another frame method on the same weights). Read-only result."""
-    model_key = ref + "|" + _ckpt_stamp(ref) + "|" + str(id(model))
+    model_key = ref + "|" + model_registry.weights_fingerprint(model)
     return _inspect_cached(model_key, structure_key(structure), method, model, structure)
 
 
@@ -166,7 +166,7 @@ def predict_with_spread(ref: str, model: CrystalFramer, structure: Structure, sa
     """(deterministic prediction, mean and std over ``samples`` tie-break draws), each (n_targets,).
 
     The std is 0 for frameless models (nothing to break)."""
-    model_key = ref + "|" + _ckpt_stamp(ref) + "|" + str(id(model))
+    model_key = ref + "|" + model_registry.weights_fingerprint(model)
     return _predict_cached(model_key, structure_key(structure), samples, model, structure)
 
 
