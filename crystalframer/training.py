@@ -226,8 +226,11 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
         tmp = self.out_dir / (RESUME_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.out_dir / RESUME_FILE)
+        try:  # atomic: a crash or a full disk leaves the previous state usable
+            torch.save(state, tmp)
+            os.replace(tmp, self.out_dir / RESUME_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def try_resume(self) -> bool:
         """Continue an interrupted run from ``resume_state.pt`` (loaded with ``weights_only=True``)."""

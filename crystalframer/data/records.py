@@ -174,9 +174,20 @@ def _parse_rows(items: Sequence[tuple[str, int, Callable[[], Any]]], on_error: s
 
 
 def _default_targets(table: ParsedTable, exclude: Iterable[str]) -> list[str]:
+    """Numeric columns, and text columns most of whose filled entries are numbers (the rest are then reported
+    as bad rows instead of hiding the whole column)."""
     excluded = set(exclude)
     return [name for name, col in table.columns.items()
-            if col.dtype.kind == "f" and name not in excluded and not name.startswith("Unnamed:")]
+            if name not in excluded and not name.startswith("Unnamed:") and _mostly_numbers(col)]
+
+
+def _mostly_numbers(column: np.ndarray) -> bool:
+    if column.dtype.kind == "f":
+        return True
+    if column.dtype.kind not in "US":
+        return False
+    filled = [v for v in column.tolist() if str(v).strip().lower() not in NA_STRINGS]
+    return bool(filled) and sum(_is_number(v) for v in filled) >= 0.5 * len(filled)
 
 
 def _target_matrix(table: ParsedTable, names: list[str], source: str) -> tuple[np.ndarray, dict[int, str]]:
