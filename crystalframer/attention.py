@@ -26,7 +26,7 @@ class LayerTrace:
 
 
 class PeriodicAttention(nn.Module):
-    """Multi-head attention with a_ih·|r|^2 bias over all image-edges (design.md §1.2)."""
+    """Multi-head attention with a_ih·|r|^2 bias over all image-edges (docs/model.md §2)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -24,7 +24,7 @@ def check_keys(cls: type, data: dict[str, Any]) -> None:
 
 @dataclass
 class ModelConfig:
-    """Every hyperparameter of CrystalFramer. Defaults are the paper's (design.md §1.4).
+    """Every hyperparameter of CrystalFramer. Defaults are the paper's (docs/model.md §4).
 
     Lengths are in ångström. ``frame_method="none"`` gives the Crystalformer baseline.
     """

@@ -1,4 +1,4 @@
-"""Local frames F_ih = (e1, e2, e3) per atom i and head h (design.md §1.3).
+"""Local frames F_ih = (e1, e2, e3) per atom i and head h (docs/model.md §3).
 
 Every function here runs without gradients: frames are detached by design. A frame tensor has shape (N, H, 3, 3)
 with rows e1, e2, e3 (so ``F @ r`` gives the coordinates of r in the frame). Per-edge inputs (scores, weights) are

@@ -1,4 +1,4 @@
-"""Periodic neighbour list over a sphere (design.md §1.1).
+"""Periodic neighbour list over a sphere (docs/model.md §1).
 
 Every image-edge (i, j, n) with |p_j + n·L − p_i| ≤ R_c, the self image (i, i, 0) included.
 """

@@ -1,10 +1,10 @@
 """A slow, independent float64 reference of the CrystalFramer forward pass (evaluation mode).
 
-Written from ``/work/shared/reference/crystalframer-math.md`` and ``/work/shared/design.md`` only: plain numpy,
+Written from the specification in ``docs/model.md`` (§1–§3) only, independent of the library: plain numpy,
 explicit Python loops over atoms, lattice images, heads and frame axes. It reads the model's weights from a
 ``state_dict`` (converted to float64 numpy) and the hyperparameters from the model's ``ModelConfig``.
 
-What it computes (design.md §1.1-1.3):
+What it computes (docs/model.md §1–§3):
 
 * neighbours: every image-edge (i, j, n) with |p_j + n·L − p_i| ≤ R_c, self image (i, i, 0) included, found by
   looping over a box of integer translations that contains the cutoff sphere;

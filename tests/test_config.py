@@ -1,4 +1,4 @@
-"""ModelConfig serialisation and the paper's trainable-parameter counts (design.md §1.4)."""
+"""ModelConfig serialisation and the paper's trainable-parameter counts (docs/model.md §4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Evaluation-mode predictions are exactly invariant (float64, generic structures) under rotation, translation,
-atom permutation, supercells and alternative unit cells, for every cell-independent frame method (design.md §1.3).
+atom permutation, supercells and alternative unit cells, for every cell-independent frame method (docs/model.md §3).
 Plus the frame-sampling spread on a symmetric crystal (SrTiO3)."""
 
 from __future__ import annotations

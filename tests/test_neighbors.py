@@ -1,4 +1,4 @@
-"""The vectorized sphere neighbour list equals a brute-force enumeration (design.md §1.1)."""
+"""The vectorized sphere neighbour list equals a brute-force enumeration (docs/model.md §1)."""
 
 from __future__ import annotations
 
