@@ -114,9 +114,10 @@ def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int,
             cutoff_sigmas: float | None = None) -> dict[str, Any]:
     import torch
 
-    from crystalframer.config import ModelConfig
+    from crystalframer.model.config import ModelConfig
+    from crystalframer.data.batching import inference_batches
     from crystalframer.graph import collate
-    from crystalframer.model import CrystalFramer, resolve_device
+    from crystalframer.model.model import CrystalFramer, resolve_device
 
     dev = resolve_device(device)
     spec = dict(CONFIGS[name])
@@ -126,7 +127,8 @@ def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int,
     torch.manual_seed(0)
     model = CrystalFramer(cfg).to(dev)
     graphs = [model.make_graph(s, target=[0.0]) for s in structures]
-    batches = [collate(graphs[i:i + batch_size]).to(dev) for i in range(0, len(graphs) - batch_size + 1, batch_size)]
+    full = [b for b in inference_batches([g.num_atoms for g in graphs], batch_size) if len(b) == batch_size]
+    batches = [collate([graphs[k] for k in b]).to(dev) for b in full]
     n_structs = sum(b.num_graphs for b in batches)
     model.train()
     model(batches[0])  # freezes the a_ih statistics

@@ -1,10 +1,10 @@
 """CrystalFramer: SE(3)-invariant crystal property prediction with dynamic frames, in pure PyTorch."""
 
-from .checkpoint import CheckpointError, list_shipped, load_model, read_metadata, save_checkpoint
-from .config import FRAME_METHODS, ModelConfig
-from .graph import CrystalGraph, GraphBatch, build_graph, collate
-from .model import CrystalFramer, Inspection, LayerInspection, resolve_device
-from .structure import StructureError, to_arrays
+from crystalframer.model.checkpoint import CheckpointError, list_shipped, load_model, read_metadata, save_checkpoint
+from crystalframer.model.config import FRAME_METHODS, ModelConfig
+from crystalframer.graph import CrystalGraph, GraphBatch, build_graph, collate
+from crystalframer.model.model import CrystalFramer, Inspection, LayerInspection, resolve_device
+from crystalframer.structure import StructureError, to_arrays
 
 __version__ = "0.1.0"
 

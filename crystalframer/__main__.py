@@ -1,5 +1,5 @@
 """``python -m crystalframer`` runs the command line."""
 
-from .cli import main
+from crystalframer.cli.main import main
 
 raise SystemExit(main())

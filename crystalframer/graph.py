@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .neighbors import NeighborList, neighbor_list
-from .structure import DEFAULT_MAX_ATOMS, CrystalArrays, to_arrays
+from crystalframer.neighbors import NeighborList, neighbor_list
+from crystalframer.structure import DEFAULT_MAX_ATOMS, CrystalArrays, to_arrays
 
 
 @dataclass

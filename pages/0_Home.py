@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from crystalframer.analysis import models as registry
+from crystalframer.app import models as registry
 from crystalframer.analysis.structures import lattice_table, sites_table, structure_summary
-from crystalframer.analysis.uploads import UploadError, parse_structure_bytes, parse_structure_text
+from crystalframer.app.uploads import UploadError, parse_structure_bytes, parse_structure_text
 from crystalframer.examples import DEFAULT_EXAMPLE, EXAMPLES, get_example, list_examples
 from crystalframer.structure import StructureError
-from crystalframer.viz import ui
+from crystalframer.app import ui
 from crystalframer.viz.scene import scene_from_structure
 
 st.set_page_config(page_title="CrystalFramer", page_icon="🔷", layout="wide")

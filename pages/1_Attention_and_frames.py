@@ -9,7 +9,8 @@ from crystalframer.analysis.attention import (attention_records, frame_of, frame
                                               neighbor_table, sigma_table, symbols_of)
 from crystalframer.analysis.compare import FRAME_METHOD_LABELS
 from crystalframer.structure import StructureError
-from crystalframer.viz import charts, ui
+from crystalframer.viz import charts
+from crystalframer.app import ui
 from crystalframer.viz.scene import AXIS_COLORS, attention_scene
 
 ui.page_header("Attention & frames")

@@ -10,7 +10,8 @@ from crystalframer.analysis.attention import symbols_of
 from crystalframer.analysis.compare import (FRAME_METHOD_LABELS, alignment_summary, alignment_table,
                                             comparable_methods, coordination_environment, coordination_overview)
 from crystalframer.structure import StructureError
-from crystalframer.viz import charts, ui
+from crystalframer.viz import charts
+from crystalframer.app import ui
 from crystalframer.viz.scene import attention_scene
 
 ui.page_header("Compare frames")

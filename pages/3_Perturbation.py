@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from crystalframer.analysis import models as registry
+from crystalframer.app import models as registry
 from crystalframer.analysis.perturb import DEFAULT_MAGNITUDES, PERTURBATIONS, STRAIN_MODES, SWITCH_DEGREES, sweep
 from crystalframer.analysis.perturb import sweep_summary
 from crystalframer.analysis.structures import element_symbols
 from crystalframer.structure import StructureError
-from crystalframer.viz import charts, ui
+from crystalframer.viz import charts
+from crystalframer.app import ui
 
 ui.page_header("Perturbation", show_renderer=False)
 label, structure = ui.current_structure()

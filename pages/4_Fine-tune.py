@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from crystalframer.analysis.uploads import UploadError, parse_dataset, select_target, split_indices
-from crystalframer.checkpoint import save_checkpoint
-from crystalframer.finetune import finetune
+from crystalframer.app.uploads import UploadError, parse_dataset, select_target, split_indices
+from crystalframer.model.checkpoint import save_checkpoint
+from crystalframer.train.finetune import finetune, normalization_compatible
 from crystalframer.structure import StructureError
-from crystalframer.viz import charts, ui
+from crystalframer.viz import charts
+from crystalframer.app import ui
 
 ui.page_header("Fine-tune", show_renderer=False)
 ref, model = ui.current_model()
@@ -81,9 +82,13 @@ for note in notes:
     st.warning(note)
 st.caption(f"{len(train_idx)} training and {len(val_idx)} validation structures; target '{target}' from "
            f"{values.min():.4g} to {values.max():.4g}.")
-if target != model.config.target_names[0]:
-    st.caption(f"The checkpoint predicts '{model.config.target_names[0]}': the target normalisation is re-estimated "
-               f"from the training labels of '{target}'.")
+if normalization_compatible(model, unit, values[train_idx]):
+    st.caption(f"'{target}' has the unit and range of the checkpoint's '{model.config.target_names[0]}': its target "
+               "normalisation is kept, so training starts from what the model already predicts.")
+else:
+    st.caption(f"The checkpoint predicts '{model.config.target_names[0]}' "
+               f"({model.config.target_units[0] or 'no unit'}): the target normalisation is re-estimated from the "
+               f"training labels of '{target}'.")
 
 if st.button("Start fine-tuning", type="primary", key="ft_go"):
     bar = st.progress(0.0, text="training…")

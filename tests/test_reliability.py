@@ -27,15 +27,15 @@ from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
 from crystalframer import CrystalFramer, load_model, save_checkpoint
-from crystalframer.analysis.uploads import UploadError, parse_dataset, parse_structure_bytes, select_target
-from crystalframer.checkpoint import CheckpointError
-from crystalframer.cli import main
+from crystalframer.app.uploads import UploadError, parse_dataset, parse_structure_bytes, select_target
+from crystalframer.model.checkpoint import CheckpointError
+from crystalframer.cli.main import main
 from crystalframer.data.errors import DataError
 from crystalframer.data.formats import read_structure_bytes
 from crystalframer.examples import get_example, list_examples
 from crystalframer.structure import StructureError, to_arrays
 from helpers.hostile import bad_files, partially_occupied, vacuum_slab
-from helpers.tiny import labelled_structures, tiny_config
+from helpers.tiny import labelled_structures, tiny_config, write_energy_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = bad_files()
@@ -204,7 +204,7 @@ def test_dataset_with_only_nan_and_text_labels_gives_the_reason():
 
 
 def test_oversized_upload_is_refused_without_parsing(monkeypatch):
-    import crystalframer.analysis.uploads as uploads
+    import crystalframer.app.uploads as uploads
 
     monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 1000)
     with pytest.raises(UploadError, match="limit is"):
@@ -247,7 +247,7 @@ def test_no_file_from_a_user_is_ever_unpickled(tmp_path, tiny_checkpoint, capsys
         run = tmp_path / "run"
         run.mkdir(exist_ok=True)
         (run / "resume_state.pt").write_bytes(data)
-        from crystalframer.training import TrainConfig, Trainer, TrainingError
+        from crystalframer.train.trainer import TrainConfig, Trainer, TrainingError
 
         model = CrystalFramer(tiny_config())
         graphs = [model.make_graph(s, target=[y]) for s, y in zip(*labelled_structures(4))]
@@ -282,11 +282,7 @@ def test_load_model_refuses_urls_and_traversal(monkeypatch, tmp_path):
 def train_command(tmp_path):
     structures, labels = labelled_structures(16)
     table = tmp_path / "data.csv"
-    with open(table, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["material_id", "cif", "energy"])
-        for k, (s, y) in enumerate(zip(structures, labels)):
-            w.writerow([f"m{k}", s.to(fmt="cif"), y])
+    write_energy_csv(table, structures, labels)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "crystalframer", "train", "--out", str(run), "--data.kind", "csv", "--data.path",
            str(table), "--data.target", "energy", "--data.val_fraction", "0.25", "--model.num_layers", "1",
@@ -343,7 +339,7 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(train_command):
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    import crystalframer.checkpoint as checkpoint
+    import crystalframer.model.checkpoint as checkpoint
 
     model = CrystalFramer(tiny_config())
     path = save_checkpoint(model, tmp_path / "ck")
@@ -365,7 +361,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 def test_full_disk_while_saving_resume_state_keeps_the_previous_one(tmp_path, monkeypatch):
     import errno
 
-    from crystalframer.training import TrainConfig, Trainer
+    from crystalframer.train.trainer import TrainConfig, Trainer
 
     model = CrystalFramer(tiny_config())
     graphs = [model.make_graph(s, target=[y]) for s, y in zip(*labelled_structures(4))]
@@ -387,8 +383,8 @@ def test_full_disk_while_saving_resume_state_keeps_the_previous_one(tmp_path, mo
 
 # ----- 6. concurrency -----------------------------------------------------------------------------------------
 def test_two_sessions_finetuning_and_inspecting_never_share_a_model():
-    from crystalframer.analysis.models import fresh_model, weights_fingerprint
-    from crystalframer.finetune import finetune
+    from crystalframer.app.models import fresh_model, weights_fingerprint
+    from crystalframer.train.finetune import finetune
 
     shared = fresh_model("max")  # as the app's model cache hands one object to every session
     before = weights_fingerprint(shared)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..model import Inspection, LayerInspection
+from crystalframer.model.model import Inspection, LayerInspection
 
 __all__ = ["symbols_of", "head_weights", "atom_edge_indices", "neighbor_table", "sigma_table", "frame_of",
            "attention_records", "frame_records", "inspection_to_dict", "inspection_to_json", "image_key"]

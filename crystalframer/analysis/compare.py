@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
-from ..config import FRAME_METHODS
-from ..model import CrystalFramer, Inspection
+from crystalframer.model.config import FRAME_METHODS
+from crystalframer.model.model import CrystalFramer, Inspection
 
 __all__ = ["FRAME_METHOD_LABELS", "comparable_methods", "with_frame_method", "inspect_methods", "ordered_proxy",
            "CoordinationEnv", "coordination_environment", "coordination_overview", "axis_bond_angles",

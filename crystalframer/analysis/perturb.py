@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Lattice, Structure
 
-from ..model import CrystalFramer, Inspection
+from crystalframer.model.model import CrystalFramer, Inspection
 
 __all__ = ["PERTURBATIONS", "DEFAULT_MAGNITUDES", "Perturbed", "rattle", "strain", "rotate", "supercell",
            "substitute", "make_perturbed", "frame_change", "sweep", "sweep_summary", "rotation_matrix"]

@@ -10,21 +10,21 @@ Typical use::
     for batch in iterate_batches(parts["train"], sampler): ...
 """
 
-from .batching import AtomBudgetBatchSampler, iterate_batches, num_atoms_of, pack_by_budget
-from .cache import (
+from crystalframer.data.batching import AtomBudgetBatchSampler, iterate_batches, num_atoms_of, pack_by_budget
+from crystalframer.data.cache import (
     CACHE_FORMAT_VERSION, GraphList, GraphStore, build_graphs, clear_cache, file_sha256, structure_key,
 )
-from .config import (
+from crystalframer.data.config import (
     cache_root, carbon24_path, castelli_path, data_root, dataset_path, jarvis_sample_path, mp_elasticity_path,
     mp_megnet_path, mp_sample_path,
 )
-from .errors import DataError, DataWarning
-from .formats import detect_format, read_structure_file
-from .records import (
+from crystalframer.data.errors import DataError, DataWarning
+from crystalframer.data.formats import detect_format, read_structure_file
+from crystalframer.data.records import (
     RecordList, StructureRecord, read_csv_cif, read_extxyz, read_id_prop_folder, read_jarvis_dft3d,
     read_mp_megnet, read_structure_files,
 )
-from .splits import (
+from crystalframer.data.splits import (
     apply_split, check_disjoint, load_split, random_split, read_ids, save_split, split_from_mapping, write_ids,
 )
 

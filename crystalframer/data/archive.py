@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import DataError
+from crystalframer.data.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ..graph import CrystalGraph, GraphBatch, collate
+from crystalframer.graph import CrystalGraph, GraphBatch, collate
 
 
 class AtomBudgetBatchSampler(Sampler[list[int]]):

@@ -24,14 +24,14 @@ from typing import Any, Protocol, Callable, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import neighbors as _neighbors_module
-from .. import structure as _structure_module
-from ..graph import CrystalGraph, build_graph
-from ..neighbors import NeighborList
-from ..structure import DEFAULT_MAX_ATOMS, NUM_SPECIES, CrystalArrays, StructureError
-from .config import cache_root
-from .errors import DataError, summarize_errors, warn
-from .table import ParsedTable, atomic_savez, load_table, save_table
+from crystalframer import neighbors as _neighbors_module
+from crystalframer import structure as _structure_module
+from crystalframer.graph import CrystalGraph, build_graph
+from crystalframer.neighbors import NeighborList
+from crystalframer.structure import DEFAULT_MAX_ATOMS, NUM_SPECIES, CrystalArrays, StructureError
+from crystalframer.data.config import cache_root
+from crystalframer.data.errors import DataError, summarize_errors, warn
+from crystalframer.data.table import ParsedTable, atomic_savez, load_table, save_table
 
 
 

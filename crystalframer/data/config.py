@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from crystalframer.data.errors import DataError
 
 DATA_ENV = "CRYSTALFRAMER_DATA"
 CACHE_ENV = "CRYSTALFRAMER_CACHE"

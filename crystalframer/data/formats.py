@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import DataError
+from crystalframer.data.errors import DataError
 
 FORMAT_SUFFIXES: dict[str, str] = {
     ".cif": "cif", ".vasp": "poscar", ".poscar": "poscar", ".extxyz": "extxyz", ".xyz": "extxyz", ".json": "json",

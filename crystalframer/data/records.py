@@ -22,14 +22,14 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import cached_table, canonical_content, file_sha256, params_key
-from .config import mp_megnet_path
-from .errors import DataError, summarize_errors, warn
-from .formats import (
+from crystalframer.data.cache import cached_table, canonical_content, file_sha256, params_key
+from crystalframer.data.config import mp_megnet_path
+from crystalframer.data.errors import DataError, summarize_errors, warn
+from crystalframer.data.formats import (
     SUPPORTED, detect_format, expand_paths, parse_structure_text, read_ase_frames_text, read_structure_file,
     read_text, sniff_format, structure_from_jarvis, structure_stem, ase_to_structure,
 )
-from .table import PackedStructure, ParsedTable
+from crystalframer.data.table import PackedStructure, ParsedTable
 
 ID_COLUMNS = ("material_id", "id", "jid", "mpid", "name", "ident", "identifier", "filename", "file")
 STRUCTURE_COLUMNS = ("cif", "structure", "poscar", "atoms")  # text columns that hold structures, in order

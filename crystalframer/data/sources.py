@@ -1,6 +1,6 @@
 """One entry point for labelled datasets, from a path or from an upload's ``(bytes, name)``.
 
-The CLI (``data:`` sections), :mod:`crystalframer.datasets` and the app's uploads all read through
+The CLI (``data:`` sections), :mod:`crystalframer.train.datasets` and the app's uploads all read through
 :func:`read_dataset`, so the same file gives the same ids, labels and structures everywhere. Kinds:
 
 * ``csv``: a CSV (or ``.csv.gz``) with a structure-text column (:func:`~.records.read_csv_cif`);
@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
-from .archive import ZipLimits, extract_zip
-from .errors import DataError
-from .records import RecordList, read_csv_cif, read_extxyz, read_id_prop_folder, read_jarvis_dft3d
+from crystalframer.data.archive import ZipLimits, extract_zip
+from crystalframer.data.errors import DataError
+from crystalframer.data.records import RecordList, read_csv_cif, read_extxyz, read_id_prop_folder, read_jarvis_dft3d
 
 DatasetSource = str | Path | tuple[bytes, str]
 KINDS = ("csv", "id_prop", "extxyz", "jarvis")

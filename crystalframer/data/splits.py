@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from .errors import DataError, warn
+from crystalframer.data.errors import DataError, warn
 
 SPLIT_NAMES = ("train", "val", "test")
 T = TypeVar("T")

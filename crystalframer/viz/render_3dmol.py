@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .scene import Scene
+from crystalframer.viz.scene import Scene
 
 __all__ = ["py3dmol_version", "cdn_url", "local_js_path", "static_url", "js_source", "scene_view", "grid_view",
            "view_html", "standalone_html", "STATIC_URL"]

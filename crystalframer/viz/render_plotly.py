@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .scene import Scene
+from crystalframer.viz.scene import Scene
 
 __all__ = ["scene_figure", "grid_figure", "add_scene"]
 

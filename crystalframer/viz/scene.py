@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model import Inspection
-from .colors import element_color, element_radius
+from crystalframer.model.model import Inspection
+from crystalframer.viz.colors import element_color, element_radius
 
 __all__ = ["SceneAtom", "SceneArrow", "Scene", "cell_edges", "cell_images", "structure_scene", "attention_scene",
            "scene_from_structure", "AXIS_COLORS"]
@@ -178,7 +178,7 @@ def attention_scene(insp: Inspection, layer: int, atom: int, head: int | None = 
 
 def scene_from_structure(structure, title: str = "") -> Scene:
     """:func:`structure_scene` of a pymatgen/ASE structure (majority species shown on disordered sites)."""
-    from ..structure import to_arrays
+    from crystalframer.structure import to_arrays
 
     arrays = to_arrays(structure, max_atoms=10**6)
     return structure_scene(arrays.positions, arrays.atomic_numbers, arrays.lattice, title=title)

@@ -1,4 +1,4 @@
-"""Launched by torchrun in tests/test_training.py: trains a tiny model with DDP (gloo) and writes each rank's
+"""Launched by torchrun in tests/train/test_training.py: trains a tiny model with DDP (gloo) and writes each rank's
 parameter vector so the test can check the replicas stayed identical."""
 
 import sys
@@ -8,11 +8,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crystalframer import CrystalFramer  # noqa: E402
-from crystalframer.training import TrainConfig, Trainer  # noqa: E402
+from crystalframer.train.trainer import TrainConfig, Trainer  # noqa: E402
 from helpers.tiny import labelled_structures, tiny_config  # noqa: E402
 
 out = Path(sys.argv[1])

@@ -28,3 +28,14 @@ def labelled_structures(count: int, seed: int = 0) -> tuple[list[Structure], lis
         structures.append(s)
         labels.append(float(0.5 * a - 2.0 + 0.3 * (k % len(pairs))))
     return structures, labels
+
+
+def write_energy_csv(path, structures, labels) -> None:
+    """A CSV dataset (material_id, cif, energy) as the CLI's csv kind reads it."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["material_id", "cif", "energy"])
+        for k, (s, y) in enumerate(zip(structures, labels)):
+            writer.writerow([f"m{k}", s.to(fmt="cif"), y])

@@ -1,0 +1,330 @@
+"""Streamlit helpers shared by the app's pages: model and structure state, cached inspections, 3D output.
+
+State (``st.session_state``), shared across pages:
+
+* ``cf_model_ref``: the chosen model reference (see :mod:`crystalframer.app.models`), or ``session:<name>`` for
+  a fine-tuned model kept in ``cf_session_models``;
+* ``cf_structure`` / ``cf_structure_label``: the chosen pymatgen structure and its name;
+* ``cf_renderer``: "3Dmol.js" or "Plotly (offline)".
+
+Models are loaded once per process with ``st.cache_resource`` and treated as read-only; anything that changes
+weights (fine-tuning, frame-method probes) works on a deep copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from pymatgen.core import Structure
+
+from crystalframer.app import models as model_registry
+from crystalframer.examples import DEFAULT_EXAMPLE, get_example
+from crystalframer.model.model import CrystalFramer, Inspection
+from crystalframer.viz import render_3dmol, render_plotly
+from crystalframer.viz.scene import Scene
+
+APP_ROOT = Path(__file__).resolve().parents[2]
+THREADS_ENV = "CRYSTALFRAMER_APP_THREADS"
+
+
+def configure_threads() -> None:
+    """One intra-op thread by default ($CRYSTALFRAMER_APP_THREADS to change): the app's crystals are small, and
+    OpenMP spinning over several threads on a shared CPU costs far more than it gains."""
+    import torch
+
+    try:
+        n = int(os.environ.get(THREADS_ENV, "1"))
+    except ValueError:
+        n = 1
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+configure_threads()
+RENDERERS = ("3Dmol.js", "Plotly (offline)")
+SESSION_PREFIX = "session:"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------------------------
+def _ckpt_stamp(ref: str) -> str:
+    kind, _, value = ref.partition(":")
+    path = None
+    if kind == "ckpt":
+        path = model_registry.available_checkpoints().get(value)
+    elif kind == "path":
+        path = Path(value)
+    try:
+        return f"{path}:{path.stat().st_mtime_ns}" if path is not None else ""
+    except OSError:
+        return ""
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=8)
+def _load_cached(ref: str, device: str, stamp: str) -> CrystalFramer:
+    del stamp  # part of the cache key only: a replaced checkpoint file is loaded again
+    return model_registry.build_model(ref, device=device)
+
+
+def session_models() -> dict[str, CrystalFramer]:
+    return st.session_state.setdefault("cf_session_models", {})
+
+
+def all_model_refs() -> list[str]:
+    return model_registry.model_refs() + [SESSION_PREFIX + name for name in session_models()]
+
+
+def describe(ref: str) -> str:
+    if ref.startswith(SESSION_PREFIX):
+        return f"{ref[len(SESSION_PREFIX):]} (fine-tuned in this session)"
+    return model_registry.describe_ref(ref)
+
+
+def short_label(ref: str) -> str:
+    """A compact name for charts: the checkpoint name, or e.g. "untrained max"."""
+    kind, _, value = ref.partition(":")
+    if kind == "fresh":
+        return f"untrained {value}"
+    if kind == "path":
+        return Path(value).parent.name if Path(value).suffix else Path(value).name
+    return value
+
+
+def get_model(ref: str) -> CrystalFramer:
+    """The shared, read-only model for ``ref`` (never modify it: copy first)."""
+    if ref.startswith(SESSION_PREFIX):
+        models = session_models()
+        name = ref[len(SESSION_PREFIX):]
+        if name not in models:
+            raise KeyError(f"the session model {name!r} is gone (the session was reset)")
+        return models[name]
+    return _load_cached(ref, "auto", _ckpt_stamp(ref))
+
+
+def current_model_ref() -> str:
+    refs = all_model_refs()
+    ref = st.session_state.get("cf_model_ref")
+    if ref not in refs:
+        ref = refs[0]
+        st.session_state["cf_model_ref"] = ref
+    return ref
+
+
+def current_model() -> tuple[str, CrystalFramer]:
+    ref = current_model_ref()
+    return ref, get_model(ref)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# structures and inspections
+# ----------------------------------------------------------------------------------------------------------------
+def current_structure() -> tuple[str, Structure]:
+    if "cf_structure" not in st.session_state:
+        st.session_state["cf_structure"] = get_example(DEFAULT_EXAMPLE)
+        st.session_state["cf_structure_label"] = DEFAULT_EXAMPLE
+    return st.session_state.get("cf_structure_label", "structure"), st.session_state["cf_structure"]
+
+
+def set_structure(structure: Structure, label: str) -> None:
+    st.session_state["cf_structure"] = structure
+    st.session_state["cf_structure_label"] = label
+
+
+def structure_key(structure: Structure) -> str:
+    text = json.dumps(structure.as_dict(), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _inspect_cached(model_key: str, skey: str, method: str, _model: CrystalFramer, _structure: Structure) -> Inspection:
+    from crystalframer.analysis.compare import with_frame_method
+
+    probe = _model if method in ("", _model.config.frame_method) else with_frame_method(_model, method)
+    return probe.inspect(_structure)
+
+
+def inspect(ref: str, model: CrystalFramer, structure: Structure, method: str = "") -> Inspection:
+    """Cached ``model.inspect`` (optionally with another frame method on the same weights). Read-only result."""
+    model_key = ref + "|" + model_registry.weights_fingerprint(model)
+    return _inspect_cached(model_key, structure_key(structure), method, model, structure)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _predict_cached(model_key: str, skey: str, samples: int, _model: CrystalFramer, _structure: Structure):
+    exact = _model.predict([_structure])[0]
+    mean, std = _model.predict([_structure], frame_samples=samples, seed=0, return_std=True)
+    return exact, mean[0], std[0]
+
+
+def predict_with_spread(ref: str, model: CrystalFramer, structure: Structure, samples: int = 8):
+    """(deterministic prediction, mean and std over ``samples`` tie-break draws), each (n_targets,).
+
+    The std is 0 for frameless models (nothing to break)."""
+    model_key = ref + "|" + model_registry.weights_fingerprint(model)
+    return _predict_cached(model_key, structure_key(structure), samples, model, structure)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# page furniture
+# ----------------------------------------------------------------------------------------------------------------
+RENDERER_ENV = "CRYSTALFRAMER_RENDERER"
+
+
+def default_renderer() -> str:
+    """$CRYSTALFRAMER_RENDERER ("3dmol" or "plotly") if set; else 3Dmol.js when fetched locally, else Plotly
+    (which needs no network, so a fresh offline machine still shows 3D)."""
+    forced = os.environ.get(RENDERER_ENV, "").strip().lower()
+    if forced in ("3dmol", "3dmol.js", "py3dmol"):
+        return RENDERERS[0]
+    if forced == "plotly":
+        return RENDERERS[1]
+    return RENDERERS[0] if render_3dmol.local_js_path(APP_ROOT) is not None else RENDERERS[1]
+
+
+def page_header(title: str, show_renderer: bool = True) -> None:
+    """Page config, title and sidebar: the common start of every analysis page."""
+    st.set_page_config(page_title=f"{title} · CrystalFramer", page_icon="🔷", layout="wide")
+    st.title(title)
+    sidebar(show_renderer=show_renderer)
+
+
+def model_and_structure() -> tuple[str, CrystalFramer, str, Structure]:
+    """The selected model (with the untrained warning when it applies) and the selected structure."""
+    ref, model = current_model()
+    label, structure = current_structure()
+    untrained_warning(model)
+    return ref, model, label, structure
+
+
+def sidebar(show_renderer: bool = True) -> None:
+    """The current model and structure, plus the 3D renderer choice, in the sidebar."""
+    label, structure = current_structure()
+    ref = current_model_ref()
+    with st.sidebar:
+        st.markdown(f"**Model:** {describe(ref)}")
+        st.markdown(f"**Structure:** {label} ({structure.composition.reduced_formula}, {len(structure)} sites)")
+        st.caption("Change them on the Home page.")
+        if show_renderer:
+            current = st.session_state.get("cf_renderer") or default_renderer()
+            # Not a keyed widget: keyed widget state is dropped when the user switches pages.
+            st.session_state["cf_renderer"] = st.radio(
+                "3D renderer", RENDERERS, index=RENDERERS.index(current),
+                help="3Dmol.js comes from static/3dmol (scripts/fetch_3dmol.sh) or else the CDN; "
+                     "Plotly needs no external JavaScript and works offline.")
+            if st.session_state["cf_renderer"] == RENDERERS[0]:
+                _, where = render_3dmol.js_source(APP_ROOT)
+                if where == "cdn":
+                    st.caption("3Dmol.js is not in static/3dmol: loading it from the CDN (needs internet). "
+                               "Run scripts/fetch_3dmol.sh, or use the Plotly renderer offline.")
+
+
+def renderer() -> str:
+    return st.session_state.get("cf_renderer") or default_renderer()
+
+
+def embed_html(html: str, height: int) -> None:
+    """Our own generated HTML (never user content) in a script-enabled iframe."""
+    if hasattr(st, "iframe"):
+        st.iframe(html, height=height)
+    else:  # older Streamlit
+        import streamlit.components.v1 as components
+
+        components.html(html, height=height)
+
+
+def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: tuple[int, ...] = ()) -> Any:
+    """Draw a scene with the chosen renderer. Returns the py3Dmol view (or the Plotly figure)."""
+    if renderer() == RENDERERS[0]:
+        url, _ = render_3dmol.js_source(APP_ROOT)
+        view = render_3dmol.scene_view(scene, width="100%", height=height, js_url=url, labels=labels)
+        embed_html(render_3dmol.view_html(view), height=height + 12)
+        return view
+    fig = render_plotly.scene_figure(scene, height=height)
+    st.plotly_chart(fig, width="stretch", key=key)
+    return fig
+
+
+def show_grid(scenes: list[Scene], height: int = 280, key: str | None = None) -> Any:
+    if renderer() == RENDERERS[0]:
+        url, _ = render_3dmol.js_source(APP_ROOT)
+        view = render_3dmol.grid_view(scenes, width=None, height=height, js_url=url)
+        embed_html(render_3dmol.view_html(view), height=height + 12)
+        return view
+    fig = render_plotly.grid_figure(scenes, height=height)
+    st.plotly_chart(fig, width="stretch", key=key)
+    return fig
+
+
+def scene_download(view_or_fig: Any, file_stem: str, key: str) -> None:
+    """A download button for the drawn scene as a standalone HTML page."""
+    import plotly.graph_objects as go
+
+    if isinstance(view_or_fig, go.Figure):  # (hasattr() is useless here: py3Dmol views answer every attribute)
+        html = view_or_fig.to_html(include_plotlyjs=True, full_html=True)
+    else:
+        html = render_3dmol.standalone_html(view_or_fig, title=file_stem, app_root=APP_ROOT)
+    st.download_button("Download scene (HTML)", data=html, file_name=f"{file_stem}.html", mime="text/html",
+                       key=key)
+
+
+def untrained_warning(model: CrystalFramer) -> None:
+    if model_registry.is_untrained(model):
+        st.warning("This is a freshly initialised, **untrained** model: its predictions are meaningless numbers. "
+                   "Its attention and frames are real computations of an untrained network.")
+
+
+def no_checkpoint_notice() -> None:
+    if not model_registry.available_checkpoints():
+        dirs = ", ".join(str(p) for p in model_registry.checkpoint_dirs())
+        st.info(f"No trained checkpoints are shipped yet (looked in: {dirs}; set ${model_registry.ENV_VAR} to "
+                "another folder). You can explore with a fresh untrained model, labelled as such.")
+
+
+def persist(key: str) -> None:
+    """Call before creating a keyed widget (and :func:`remember` after): keeps its value across page switches.
+
+    Streamlit drops a widget's state when the user visits another page; a mirror key that is not a widget
+    survives and restores it.
+    """
+    mirror = "_keep_" + key
+    if key not in st.session_state and mirror in st.session_state:
+        st.session_state[key] = st.session_state[mirror]
+
+
+def remember(key: str) -> None:
+    if key in st.session_state:
+        st.session_state["_keep_" + key] = st.session_state[key]
+
+
+def widget(fn: Any, label: str, key: str, options: Any = None, default: Any = None, **kwargs: Any) -> Any:
+    """Create a keyed widget whose value survives page switches; ``default`` seeds it the first time.
+
+    With ``options``, a remembered value that is no longer an option is dropped (multiselect: filtered).
+    """
+    persist(key)
+    if options is not None:
+        options = list(options)
+        if key in st.session_state:
+            value = st.session_state[key]
+            if isinstance(value, list):
+                kept = [v for v in value if v in options]
+                if kept != value:
+                    st.session_state[key] = kept
+            elif value not in options:
+                del st.session_state[key]
+        if key not in st.session_state and default is not None:
+            if isinstance(default, list) or default in options:
+                st.session_state[key] = default
+        value = fn(label, options, key=key, **kwargs)
+    else:
+        if key not in st.session_state and default is not None:
+            st.session_state[key] = default
+        value = fn(label, key=key, **kwargs)
+    remember(key)
+    return value

@@ -1,0 +1,276 @@
+"""Gaussian bases of the value position encodings (math §B4, §E) and their attention-weighted sums.
+
+Two ways to compute the framed angle term Σ_k P_k Σ_m w_m g(c_mk) of one layer (docs/model.md, "Angle features"):
+
+* ``exact``: every Gaussian of every image-edge, head and axis (E·H·3·D exponentials), in row chunks that are
+  recomputed in the backward pass so memory stays bounded. The test reference.
+* ``grid`` (default): the *projected* basis T_kh(c) = P_kh g(c) (head_dim values instead of D Gaussians) is
+  tabulated on a uniform grid of cosines each forward pass; each image-edge spreads its weight onto the four nearest
+  grid nodes with cubic Lagrange weights, and one batched matmul with the table gives the term. This is exact
+  for cubic polynomials, and for the Gaussians each interpolated value g̃(c) obeys the proven bound
+  |g̃(c) − g(c)| ≤ (9/128)·(h/τ)^4 (h = grid step, τ = Gaussian width), which fixes the grid size from
+  ``angle_grid_tol``. The same bound holds for the gradients (they interpolate the same functions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from crystalframer.model.ops import floored_exp
+
+# Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and
+# the fourth derivative of exp(−x²/2τ²) peaks at 3/τ⁴ (x = 0), so the error is at most (9/128)(h/τ)⁴.
+_LAGRANGE_CONSTANT = 9.0 / 128.0
+_EXACT_CHUNK_ELEMENTS = 1 << 21
+
+
+def distance_basis(dist: torch.Tensor, num_bases: int, r_max: float, width_scale: float) -> torch.Tensor:
+    """b_k(r) = exp(−(r − μ_k)^2 / (2ς^2)), μ_k = k·r_max/K (k = 1..K), ς = width_scale·r_max/K.
+
+    dist: (...) Å → (..., K).
+    """
+    step = r_max / num_bases
+    centers = torch.arange(1, num_bases + 1, dtype=dist.dtype, device=dist.device) * step
+    width = width_scale * step
+    out = dist[..., None] - centers
+    out.square_().mul_(-0.5 / (width * width))
+    return floored_exp(out, inplace=True)
+
+
+def angle_centers(num_bases: int, cos_abs: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if cos_abs:
+        return torch.linspace(0.0, 1.0, num_bases, dtype=dtype, device=device)
+    return torch.linspace(-1.0, 1.0, num_bases, dtype=dtype, device=device)
+
+
+def angle_width(num_bases: int, width_scale: float, cos_abs: bool) -> float:
+    """τ = s_ang·2/(D−1) for cosines in [−1, 1]; s_ang/(D−1) for |cos|."""
+    span = 1.0 if cos_abs else 2.0
+    return width_scale * span / max(num_bases - 1, 1)
+
+
+def angle_gaussians(cos: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
+    """g(c) = exp(−(c − ν)^2 / (2τ^2)) for every centre ν: cos (...) → (..., D)."""
+    out = cos[..., None] - centers
+    out.square_().mul_(-0.5 / (width * width))
+    return floored_exp(out, inplace=True)
+
+
+# ----- exact path -----------------------------------------------------------------------------------------------
+class _ExactAngleSum(torch.autograd.Function):
+    """A[r, h, k] = Σ_m w_rhm g(c_rhkm) ∈ R^D for every row of slots, every Gaussian evaluated.
+
+    Row chunks of bounded size; the backward pass recomputes each chunk's Gaussians instead of storing them, so
+    memory stays O(chunk + R·H·3·D). Gradient only for ``weights`` (the cosines come from detached frames).
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, cos: torch.Tensor, centers: torch.Tensor, width: float) -> torch.Tensor:
+        r, h, _, m = cos.shape
+        step = max(1, _EXACT_CHUNK_ELEMENTS // max(1, h * 3 * m * centers.shape[0]))
+        out = weights.new_empty((r, h, 3, centers.shape[0]))
+        for start in range(0, r, step):  # bounded-memory row chunks; each chunk is vectorized
+            sl = slice(start, min(r, start + step))
+            out[sl] = torch.einsum("nhm,nhkmd->nhkd", weights[sl], angle_gaussians(cos[sl], centers, width))
+        ctx.save_for_backward(cos, centers)
+        ctx.width, ctx.step = width, step
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        cos, centers = ctx.saved_tensors
+        grad = grad_out.new_empty(cos.shape[:2] + cos.shape[3:])
+        for start in range(0, cos.shape[0], ctx.step):
+            sl = slice(start, min(cos.shape[0], start + ctx.step))
+            grad[sl] = torch.einsum("nhkd,nhkmd->nhm", grad_out[sl], angle_gaussians(cos[sl], centers, ctx.width))
+        return grad, None, None, None
+
+
+def angle_term_exact(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tensor, centers: torch.Tensor,
+                     width: float) -> torch.Tensor:
+    """Σ_k P_kh Σ_m w_m g(c_mk) with every Gaussian evaluated.
+
+    weights: (R, H, W) attention weights of each row of slots, zero on empty slots and on the zero image;
+    cos: (R, H, 3, W) detached cosines; proj: (3, H, head_dim, D). Returns (R, H, head_dim) per row.
+    """
+    summed = _ExactAngleSum.apply(weights, cos, centers, width)  # (R, H, 3, D)
+    return torch.einsum("nhkd,khed->nhe", summed, proj)
+
+
+# ----- grid path ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AngleGrid:
+    """Uniform grid of cosines x_p = start + p·step, p = 0..size−1, covering [low, high] with a margin for the
+    four-node stencil (and for cosines that round slightly outside [low, high])."""
+
+    low: float
+    high: float
+    step: float
+    size: int
+
+    @classmethod
+    def for_basis(cls, width: float, cos_abs: bool, tol: float) -> "AngleGrid":
+        """The coarsest grid whose interpolation error bound (9/128)(h/τ)^4 is ≤ ``tol``."""
+        if not tol > 0:
+            raise ValueError(f"angle_grid_tol must be positive, got {tol}")
+        low, high = (0.0, 1.0) if cos_abs else (-1.0, 1.0)
+        step_max = width * (tol / _LAGRANGE_CONSTANT) ** 0.25
+        intervals = max(1, math.ceil((high - low) / step_max))
+        step = (high - low) / intervals
+        return cls(low=low, high=high, step=step, size=intervals + 5)
+
+    @property
+    def start(self) -> float:
+        return self.low - 2.0 * self.step  # two spare nodes below low, three above high
+
+    def error_bound(self, width: float) -> float:
+        """Proven bound on |g̃(c) − g(c)| for every Gaussian of width ``width`` and every c in [low, high]."""
+        return _LAGRANGE_CONSTANT * (self.step / width) ** 4
+
+    def nodes(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self.start + self.step * torch.arange(self.size, dtype=dtype, device=device)
+
+
+def _cubic_lagrange(t: torch.Tensor) -> list[torch.Tensor]:
+    """Weights of nodes −1, 0, 1, 2 for points at t ∈ [0, 1) between nodes 0 and 1 (each tensor shaped like t).
+
+    Written with fused multiply-adds because the cost is memory passes over E·H·3 values: 9 passes for four weights.
+    """
+    zero = t.new_zeros(())
+    tm1 = t - 1.0
+    a = t * tm1  # t(t − 1)
+    b = a - 2.0  # (t + 1)(t − 2)
+    w0 = torch.addcmul(zero, b, tm1, value=0.5)  # (t+1)(t−1)(t−2)/2
+    w1 = torch.addcmul(zero, b, t, value=-0.5)  # −(t+1)t(t−2)/2
+    tm1.sub_(1.0)  # t − 2
+    wm1 = torch.addcmul(zero, a, tm1, value=-1.0 / 6.0)  # −t(t−1)(t−2)/6
+    tm1.add_(3.0)  # t + 1
+    w2 = torch.addcmul(zero, a, tm1, value=1.0 / 6.0)  # (t+1)t(t−1)/6
+    return [wm1, w0, w1, w2]
+
+
+_GRID_CHUNK_ITEMS = 1 << 18  # (slot, head, axis) items per chunk: the chunk's temporaries stay in cache
+
+
+def slot_cosines(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice,
+                 cos_abs: bool) -> torch.Tensor:
+    """c = e_k·r̂ of every slot of ``rows`` with every axis of its atom's frame: (r, H, 3, W) via one batched
+    (H·3 × 3)·(3 × W) product per row; zero on empty slots and the zero image (their unit vector is zero).
+
+    frames: (N, H, 3, 3) detached; unit: (R, W, 3); row_atom: (R,).
+    """
+    atoms = row_atom[rows]
+    r, h, w = int(atoms.shape[0]), frames.shape[1], unit.shape[1]
+    cos = torch.bmm(frames[atoms].reshape(r, h * 3, 3), unit[rows].transpose(1, 2)).view(r, h, 3, w)
+    return cos.abs_() if cos_abs else cos
+
+
+def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice, first_atom: int,
+                  num_atoms: int, grid: AngleGrid, cos_abs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """For the slots of ``rows``: flat index of stencil node −1 of each (slot, head, axis) item in the chunk's
+    histogram, and its four cubic Lagrange weights. Histogram layout (head·axis, atom − first_atom, node) =
+    (Q, num_atoms, G), Q = H·3.
+
+    frames: (N, H, 3, 3); unit: (R, W, 3). Returns index (r, H, 3, W) int64 and four (r, H, 3, W) weights.
+    """
+    atoms = row_atom[rows]
+    r = int(atoms.shape[0])
+    h = frames.shape[1]
+    g = grid.size
+    cos = slot_cosines(frames, unit, row_atom, rows, cos_abs)
+    # Grid coordinate u ∈ [2, G − 3] for c ∈ [low, high]; the clamp only guards against rounding.
+    u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(1.0, g - 3.0)
+    index = u.long()  # floor, as u > 0
+    frac = u.sub_(index)
+    q = torch.arange(h * 3, device=unit.device).view(1, h, 3, 1)
+    index.add_((q * num_atoms + (atoms - first_atom).view(r, 1, 1, 1)) * g - 1)
+    return index, _cubic_lagrange(frac)
+
+
+def _row_chunks(row_atom: torch.Tensor, step: int) -> list[tuple[slice, int, int]]:
+    """Chunks of ``step`` rows with the range of atoms they touch: (rows, first atom, number of atoms)."""
+    r = int(row_atom.shape[0])
+    if r == 0:
+        return []
+    starts = list(range(0, r, step))
+    bounds = row_atom[torch.tensor([[s, min(r, s + step) - 1] for s in starts], device=row_atom.device)].tolist()
+    return [(slice(s, min(r, s + step)), lo, hi - lo + 1) for s, (lo, hi) in zip(starts, bounds)]
+
+
+def _spread(weights: torch.Tensor, index: torch.Tensor, lagrange: list[torch.Tensor], numel: int,
+            inplace: bool) -> torch.Tensor:
+    """hist[index + s] += w · L_s for the four stencil taps s (weights (r, H, 1, W) broadcast over the axis)."""
+    hist = weights.new_zeros(numel)
+    flat = index.reshape(-1)
+    for s, lag in enumerate(lagrange):  # the four stencil taps (a constant, not the data)
+        hist[s:].scatter_add_(0, flat, (lag.mul_(weights) if inplace else lag * weights).reshape(-1))
+    return hist
+
+
+class _GridAngleTerm(torch.autograd.Function):
+    """(Q, N, head_dim) = per (head, axis) block: hist @ table, hist[q, i, node] = Σ_m w_m L_s(c_m).
+
+    Forward and backward walk the rows in chunks of ``_GRID_CHUNK_ITEMS`` items. Each chunk recomputes its cosines
+    and stencil weights, spreads them into a histogram of only the atoms it touches (small enough to stay in cache,
+    and never a Q·N·G array), and multiplies it by the table at once; the backward pass re-spreads the chunk for
+    the table's gradient and gathers the histogram's gradient at the same nodes for the weights' gradient.
+    Memory: O(chunk), whatever the number of atoms.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, table: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor,
+                row_atom: torch.Tensor, num_atoms: int, grid: AngleGrid, cos_abs: bool) -> torch.Tensor:
+        r, h, w = weights.shape
+        q, g = h * 3, grid.size
+        out = weights.new_zeros((q, num_atoms, table.shape[-1]))
+        chunks = _row_chunks(row_atom, max(1, _GRID_CHUNK_ITEMS // max(1, q * w)))
+        for rows, first, count in chunks:  # fixed-size chunks of rows; each chunk is vectorized
+            index, lagrange = _grid_stencil(frames, unit, row_atom, rows, first, count, grid, cos_abs)
+            hist = _spread(weights[rows, :, None, :], index, lagrange, q * count * g, inplace=True)
+            out[:, first:first + count] += torch.bmm(hist.view(q, count, g), table)
+        ctx.save_for_backward(weights, table, frames, unit, row_atom)
+        ctx.meta = (grid, cos_abs, chunks)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        weights, table, frames, unit, row_atom = ctx.saved_tensors
+        grid, cos_abs, chunks = ctx.meta
+        q, g = table.shape[0], grid.size
+        need_weights, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_weights = torch.zeros_like(weights) if need_weights else None
+        grad_table = torch.zeros_like(table) if need_table else None
+        for rows, first, count in chunks:
+            index, lagrange = _grid_stencil(frames, unit, row_atom, rows, first, count, grid, cos_abs)
+            grad_chunk = grad_out[:, first:first + count]  # (Q, count, head_dim)
+            if need_table:
+                hist = _spread(weights[rows, :, None, :], index, lagrange, q * count * g, inplace=False)
+                grad_table += torch.bmm(hist.view(q, count, g).transpose(1, 2), grad_chunk)
+            if need_weights:
+                grad_hist = torch.bmm(grad_chunk, table.transpose(1, 2)).reshape(-1)  # (Q·count·G,)
+                flat = index.reshape(-1)
+                acc = grad_hist.index_select(0, flat).view_as(index).mul_(lagrange[0])
+                for s in range(1, 4):
+                    acc.addcmul_(grad_hist[s:].index_select(0, flat).view_as(index), lagrange[s])
+                grad_weights[rows] = acc.sum(2)
+        return grad_weights, grad_table, None, None, None, None, None, None
+
+
+def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
+                    proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
+                    cos_abs: bool) -> torch.Tensor:
+    """The same term as :func:`angle_term_exact`, through the tabulated projected basis (see the module doc).
+
+    weights: (R, H, W) slot weights (zero on empty slots and the zero image); frames: (N, H, 3, 3) detached;
+    unit: (R, W, 3) unit vectors of the slots (zero where empty); row_atom: (R,) the atom of each row;
+    proj: (3, H, head_dim, D). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, four
+    scatter-adds (and four gathers backward); per atom, head and axis: one (G × head_dim) product.
+    """
+    n, h = frames.shape[:2]
+    nodes = grid.nodes(weights.dtype, weights.device)
+    table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj).reshape(h * 3, grid.size, -1)
+    out = _GridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
+    return out.view(h, 3, n, -1).sum(1).transpose(0, 1)

@@ -1,0 +1,124 @@
+"""AppTest of the Fine-tune page: bad uploads, a 2-epoch run on a small upload, the checkpoint download, and the
+cached model staying untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pymatgen.io.cif import CifWriter
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from crystalframer import CrystalFramer, ModelConfig, load_model, save_checkpoint
+from crystalframer.analysis.perturb import strain
+from crystalframer.examples import get_example, list_examples
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ft_ckpts")
+    torch.manual_seed(2)
+    model = CrystalFramer(ModelConfig(frame_method="max", target_names=["e_form"], target_units=["eV/atom"]))
+    model.calibrate([get_example(n) for n in list_examples()[:6]])
+    save_checkpoint(model, folder / "ft-max", info={"untrained": True, "note": "test fixture"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRYSTALFRAMER_CHECKPOINTS", str(folder))
+        yield folder
+
+
+def dataset_csv() -> bytes:
+    """12 small crystals labelled with their volume per atom (a real, computable property); one NaN label."""
+    structures = [get_example(n) for n in list_examples()[:8]]
+    structures += [strain(s, 0.04).structure for s in structures[:4]]
+    labels = [s.volume / len(s) for s in structures]
+    labels[3] = np.nan
+    df = pd.DataFrame({"material_id": [f"x{k}" for k in range(len(structures))],
+                       "cif": [str(CifWriter(s)) for s in structures], "volume_per_atom": labels,
+                       "comment": ["text"] * len(structures)})
+    return df.to_csv(index=False).encode()
+
+
+def test_finetune_page_bad_uploads(ckpts):
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Fine-tune.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    cases = [("labels.csv", b"material_id,cif,comment\nx0,\"data_a\",hello\n"),
+             ("labels.txt", b"some text"),
+             ("labels.csv", pd.DataFrame({"cif": [str(CifWriter(get_example("NaCl (rock salt)")))],
+                                          "note": ["no numbers here"]}).to_csv(index=False).encode()),
+             ("archive.zip", b"PK\x03\x04 not really a zip")]
+    for name, data in cases:
+        at.file_uploader(key="ft_upload").set_value((name, data, "application/octet-stream"))
+        at.run()
+        assert not at.exception, name
+        assert at.error, name
+
+
+def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
+    stored: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def capture(self, path_or_data, mimetype, kind, filename=None):
+        if isinstance(path_or_data, bytes) and filename:
+            stored[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", capture)
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    ref = at.session_state["cf_model_ref"]
+    assert ref == "ckpt:ft-max"
+    at.switch_page("pages/4_Fine-tune.py").run()
+    assert not at.exception
+    at.file_uploader(key="ft_upload").set_value(("labels.csv", dataset_csv(), "text/csv"))
+    at.run()
+    assert not at.exception
+    assert any("12 structures" in s.value for s in at.success)
+    assert at.selectbox(key="ft_target").value == "volume_per_atom"
+    assert any("NaN" in w.value for w in at.warning)  # the missing label is reported, the row left out
+    at.number_input(key="ft_epochs").set_value(2).run()
+    at.number_input(key="ft_bs").set_value(4).run()
+    at.button(key="ft_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    result = at.session_state["cf_ft_result"]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]  # epoch 0: before any step
+    assert result.info["n_train"] + result.info["n_val"] == 11
+    assert result.model.config.target_names == ["volume_per_atom"]
+    assert len(at.get("plotly_chart")) >= 2  # curves and parity
+
+    # The downloaded file is a loadable checkpoint in the shipped format.
+    assert "model.safetensors" in stored
+    path = Path(ckpts) / "downloaded.safetensors"
+    path.write_bytes(stored["model.safetensors"])
+    downloaded = load_model(path)
+    assert downloaded.config.target_names == ["volume_per_atom"]
+    assert downloaded.checkpoint_info["info"]["dataset"] == "labels.csv"
+    s = get_example("TiO2 (rutile)")
+    assert np.allclose(downloaded.predict([s]), result.model.predict([s]), atol=1e-5)
+
+    # The cached model is the checkpoint, untouched by training.
+    from crystalframer.app import ui
+
+    cached = ui.get_model(ref)
+    on_disk = load_model(Path(ckpts) / "ft-max")
+    assert cached.config.target_names == ["e_form"]
+    for (k, v), (_, w) in zip(cached.state_dict().items(), on_disk.state_dict().items()):
+        assert torch.equal(v.cpu(), w.cpu()), k
+
+    # Use the fine-tuned model across pages.
+    at.text_input(key="ft_name").input("my-volume-model").run()
+    at.button(key="ft_use").click().run()
+    assert not at.exception
+    assert at.session_state["cf_model_ref"] == "session:my-volume-model"
+    at.switch_page("pages/0_Home.py").run()
+    assert not at.exception
+    assert at.selectbox(key="home_model").value == "session:my-volume-model"
+    assert any("volume_per_atom" in m.label for m in at.metric)
