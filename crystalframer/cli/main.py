@@ -72,6 +72,9 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+LARGE_CELL_NOTE = 500  # sites; bigger cells get a time estimate before the work starts
+
+
 def _readable_structures(args: argparse.Namespace, model: Any) -> tuple[list[str], list[Any], int]:
     """(names, structures, number skipped) of ``args.inputs`` (files, folders, globs).
 
@@ -80,7 +83,7 @@ def _readable_structures(args: argparse.Namespace, model: Any) -> tuple[list[str
     """
     from crystalframer.data.errors import DataError
     from crystalframer.data.formats import expand_paths, read_structure_file, structure_stem
-    from crystalframer.structure import StructureError, to_arrays
+    from crystalframer.structure import StructureError, estimate_cost, to_arrays
 
     files: list[Path] = []
     errors: list[str] = []
@@ -103,6 +106,10 @@ def _readable_structures(args: argparse.Namespace, model: Any) -> tuple[list[str
             except StructureError as exc:
                 errors.append(f"{path}: {exc}")
                 continue
+            if len(structure) > LARGE_CELL_NOTE:  # said before the heavy work starts
+                cost = estimate_cost(len(structure), float(structure.volume), model.config.cutoff)
+                print(f"note: {path} has {len(structure)} sites: about {cost['edges']:.3g} image-edges, "
+                      f"~{cost['predict_s']:.0f} s to predict on a 2-core CPU", file=sys.stderr)
             names.append(ident if stems.count(stem) == 1 else str(path) + ident[len(stem):])
             structures.append(structure)
     for message in errors:

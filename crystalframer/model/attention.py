@@ -40,10 +40,10 @@ class PeriodicAttention(nn.Module):
             self.pe_angle_proj = nn.Parameter(torch.empty(3, h, dh, cfg.angle_bases))
         else:
             self.register_parameter("pe_angle_proj", None)
-        # [scale, shift] of s_ih, frozen on the first training batch (math §B2); 0 scale = not yet set.
+        # [scale, shift] of s_ih, frozen on the first training batch (docs/model.md §2.2); 0 scale = not yet set.
         self.register_buffer("gauss_scale", torch.zeros(2))
 
-    # The positive map f and a_ih = −f/(2 r0^2) (math §B2).
+    # The positive map f and a_ih = −f/(2 r0^2) (docs/model.md §2.2).
     def gaussian_coefficients(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         s = (q * self.lattice_pos_weights).sum(-1)  # (N, H)

@@ -39,14 +39,14 @@ class ModelConfig:
     n_targets: int = 1
     target_names: list[str] = field(default_factory=lambda: ["target"])
     target_units: list[str] = field(default_factory=lambda: [""])
-    # Gaussian distance-decay attention (math §B2).
+    # Gaussian distance-decay attention (docs/model.md §2.2).
     scale_real: float = 1.4  # r0, Å
     gauss_lb_real: float = 0.5  # b, lower bound of the positive map
     positive_func_beta: float = 0.1
     # R_c = cutoff_sigmas · r0/√b ≈ 10.9 Å: predictions within 1e-5 eV/atom of the converged lattice sum
     # (docs/model.md); checkpoints record their own value (those trained before this default used 3.5).
     cutoff_sigmas: float = 5.5
-    # Value position encodings (math §B4, §E).
+    # Value position encodings (docs/model.md §2.4).
     dist_bases: int = 64
     dist_max_factor: float = 10.0  # r_max = dist_max_factor * r0
     dist_width_scale: float = 1.0
@@ -58,7 +58,7 @@ class ModelConfig:
     # "grid": tabulated projected basis with a proven interpolation bound (fast, default); "exact": every Gaussian.
     angle_features: str = "grid"
     angle_grid_tol: float = 1e-7  # bound on |g̃(c) − g(c)| for every angle Gaussian (docs/model.md)
-    # Frames (design §1.3).
+    # Frames (docs/model.md §3; §3.4 for the PCA fields).
     symm_break_noise: float = 1e-5
     pca_unit_vectors: bool = False
     pca_det_threshold: float = 1e-6  # relative: det(Σ) ≤ this·(tr Σ/3)^3 counts as rank-deficient

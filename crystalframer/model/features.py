@@ -1,4 +1,4 @@
-"""Gaussian bases of the value position encodings (math §B4, §E) and their attention-weighted sums.
+"""Gaussian bases of the value position encodings (docs/model.md §2.4) and their attention-weighted sums.
 
 Two ways to compute the framed angle term Σ_k P_k Σ_m w_m g(c_mk) of one layer (docs/model.md, "Angle features"):
 

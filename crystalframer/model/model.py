@@ -80,7 +80,7 @@ class CrystalFramer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """T-Fixup-style initialisation (math §A1, §B2, §B4, §C)."""
+        """T-Fixup-style initialisation (docs/model.md §2.7)."""
         cfg = self.config
         n_layers = cfg.num_layers
         nn.init.normal_(self.embedding.weight, 0.0, cfg.model_dim**-0.5 * (9 * n_layers) ** -0.25)

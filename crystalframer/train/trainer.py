@@ -1,4 +1,4 @@
-"""Training loop with the paper's recipe (math §F): AdamW, inverse-sqrt schedule, clipping, L1 on normalised
+"""Training loop with the paper's recipe (docs/model.md §5.1): AdamW, inverse-sqrt schedule, clipping, L1 on normalised
 targets, SWA over the last epochs, best-val selection, resume, and DDP through ``torchrun``."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; defaults are the paper's recipe (math §F) except epochs/batch size."""
+    """Optimisation settings; defaults are the paper's recipe (docs/model.md §5.1) except epochs/batch size."""
 
     epochs: int = 100
     batch_size: int = 32
@@ -101,7 +101,7 @@ def seed_everything(seed: int) -> None:
 
 
 def target_statistics(graphs: Sequence[CrystalGraph], n_targets: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std (ddof=0) of the training targets, ignoring NaNs (math §C)."""
+    """Mean and population std (ddof=0) of the training targets, ignoring NaNs (docs/model.md §2.6)."""
     y = np.stack([g.target for g in graphs]).reshape(len(graphs), n_targets)
     mean = np.nanmean(y, axis=0)
     std = np.nanstd(y, axis=0)
