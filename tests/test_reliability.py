@@ -139,6 +139,17 @@ def test_huge_cells_are_refused_with_an_estimate(repeat, limit, tmp_path, tiny_c
     assert "image-edges" in err and "Traceback" not in err
 
 
+def test_a_2000_atom_cell_is_announced_with_an_estimate_then_predicted(tmp_path, tiny_checkpoint, capsys):
+    big = get_example("SrTiO3 (cubic perovskite)") * (8, 8, 6)  # 1,920 atoms, under the default limit of 2,000
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(big.as_dict()))
+    assert main(["predict", str(tiny_checkpoint), str(path), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "note:" in err and "1920 sites" in err and "image-edges" in err
+    value = float(out.strip().splitlines()[-1].split()[-1])
+    assert np.isfinite(value)
+
+
 # ----- 3. uploads ---------------------------------------------------------------------------------------------
 def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()

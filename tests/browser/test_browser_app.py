@@ -89,7 +89,7 @@ def _wait_until_idle(page, timeout_s: float = 180.0) -> None:
 CANVAS_SIZES = "Array.from(document.querySelectorAll('canvas')).map(c => [c.width, c.height])"
 
 
-def _scene_element(page, renderer: str, min_width: int = 200, timeout_s: float = 60.0):
+def _scene_element(page, renderer: str, min_width: int = 200, timeout_s: float = 150.0):
     """The element holding a sized 3D WebGL canvas: 3Dmol.js draws in an iframe, Plotly in the page itself."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
