@@ -45,7 +45,10 @@ def server(request):
     log = open(ARTIFACTS / f"streamlit-{request.param}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         # No file watcher: a watched checkout (with .venv/ and the caches other tests write) overflows inotify,
+         # and the reconciling storms slowed the server until the 3Dmol.js canvas missed its deadline.
+         "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
