@@ -81,36 +81,31 @@ def _readable_structures(args: argparse.Namespace, model: Any) -> tuple[list[str
     Unreadable files and structures the model cannot take are reported one line each on stderr, naming the file
     and the problem, and skipped: one bad file never costs the others.
     """
+    from crystalframer.data import read_structure_files
     from crystalframer.data.errors import DataError
-    from crystalframer.data.formats import expand_paths, read_structure_file, structure_stem
     from crystalframer.structure import StructureError, estimate_cost, to_arrays
 
-    files: list[Path] = []
-    errors: list[str] = []
+    names, structures, errors = [], [], []
     for item in args.inputs:
         try:
-            files.extend(path for path, _ in expand_paths(item))
-        except DataError as exc:
-            errors.append(str(exc))
-    stems = [structure_stem(p) for p in files]
-    names, structures = [], []
-    for path, stem in zip(files, stems):
-        try:
-            parsed = read_structure_file(path)
-        except DataError as exc:
+            records = read_structure_files(item, quiet=True)
+        except DataError as exc:  # a missing file or a pattern that matches nothing
             errors.append(str(exc))
             continue
-        for ident, structure in parsed:
+        errors.extend(message for _, message in records.errors)
+        for record in records:
+            structure = record.structure
+            label = str(item) if Path(item).is_file() else f"{record.ident} (in {item})"
             try:
                 to_arrays(structure, max_atoms=model.config.max_atoms)
             except StructureError as exc:
-                errors.append(f"{path}: {exc}")
+                errors.append(f"{label}: {exc}")
                 continue
             if len(structure) > LARGE_CELL_NOTE:  # said before the heavy work starts
                 cost = estimate_cost(len(structure), float(structure.volume), model.config.cutoff)
-                print(f"note: {path} has {len(structure)} sites: about {cost['edges']:.3g} image-edges, "
+                print(f"note: {label} has {len(structure)} sites: about {cost['edges']:.3g} image-edges, "
                       f"~{cost['predict_s']:.0f} s to predict on a 2-core CPU", file=sys.stderr)
-            names.append(ident if stems.count(stem) == 1 else str(path) + ident[len(stem):])
+            names.append(record.ident)
             structures.append(structure)
     for message in errors:
         print(f"skipped {message}", file=sys.stderr)

@@ -634,11 +634,12 @@ def _frame_parser(atoms: Any, k: int) -> Callable[[], Any]:
 
 # ----- loose structure files (prediction) --------------------------------------------------------------------------
 def read_structure_files(paths: str | Path | Sequence[str | Path], *, recursive: bool = False,
-                         on_error: str = "skip", progress: bool = False) -> RecordList:
+                         on_error: str = "skip", progress: bool = False, quiet: bool = False) -> RecordList:
     """Structures (no labels) from files, folders (structure files inside) and glob patterns.
 
     Formats: {SUPPORTED}. Idents are file stems (``:k`` per frame of multi-structure files; the full path where
-    two files share a stem).
+    two files share a stem). quiet: return the load report even when no file was readable, without warnings (the
+    caller reports ``.errors``, each ``(stem, "<path>: <problem>")``).
     """
     _check_policies("keep", on_error)
     files = list(expand_paths(paths, recursive=recursive))
@@ -656,8 +657,8 @@ def read_structure_files(paths: str | Path | Sequence[str | Path], *, recursive:
             continue
         unique = stems.count(stem) == 1
         records.extend(StructureRecord(ident if unique else str(path) + ident[len(stem):], s) for ident, s in parsed)
-    return _finish(RecordList(records, errors, (), ", ".join(str(p) for p, _ in files[:3]) +
-                              (" ..." if len(files) > 3 else "")))
+    found = RecordList(records, errors, (), ", ".join(str(p) for p, _ in files[:3]) + (" ..." if len(files) > 3 else ""))
+    return found if quiet else _finish(found)
 
 
 read_structure_files.__doc__ = (read_structure_files.__doc__ or "").replace("{SUPPORTED}", SUPPORTED)
