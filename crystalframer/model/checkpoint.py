@@ -139,7 +139,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         return found[text]
     if candidate.parent != Path(".") or text.endswith(".safetensors"):
         raise CheckpointError(f"{text}: checkpoint file not found")
-    from crystalframer.train.runconfig import closest_hint
+    from crystalframer.model.config import closest_hint
 
     available = ", ".join(found) or "none"
     raise CheckpointError(f"no checkpoint named {text!r}{closest_hint(text, found)} (available: {available}; "

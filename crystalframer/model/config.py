@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -15,11 +16,24 @@ FRAME_METHODS = ("none", "max", "weighted_pca", "static", "pca", "lattice")
 ANGLE_FEATURE_PATHS = ("grid", "exact")
 
 
-def check_keys(cls: type, data: dict[str, Any]) -> None:
-    """Reject keys that are not fields of the dataclass ``cls`` (typos in config files fail loudly)."""
-    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+class ConfigError(ValueError):
+    """A run configuration (file or override) with an unknown key or a value of the wrong kind."""
+
+
+def closest_hint(name: str, valid: Iterable[str]) -> str:
+    """``" (did you mean 'max_sites'?)"`` for the closest valid name, or ``""`` when nothing is close."""
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def check_keys(cls: type, data: dict[str, Any], where: str | None = None, extra: Sequence[str] = ()) -> None:
+    """Reject keys of ``data`` that are not fields of the dataclass ``cls`` (or in ``extra``), naming the closest."""
+    valid = [f.name for f in fields(cls)] + list(extra)
+    unknown = [k for k in data if k not in valid]
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+        label = where or cls.__name__
+        hints = "; ".join(f"{k!r}{closest_hint(k, valid)}" for k in unknown)
+        raise ConfigError(f"unknown {label} key(s): {hints}; valid keys: {', '.join(sorted(valid))}")
 
 
 @dataclass

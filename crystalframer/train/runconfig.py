@@ -7,35 +7,19 @@ section (:class:`~crystalframer.model.config.ModelConfig` fields plus ``preset``
 
 from __future__ import annotations
 
-import difflib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
+from crystalframer.model.config import ConfigError, check_keys, closest_hint
+
+__all__ = ["ConfigError", "check_keys", "closest_hint", "DataConfig", "RunConfig", "apply_overrides",
+           "load_run_config", "parse_value", "DATA_KINDS"]
+
 DATA_KINDS = ("mp_megnet", "csv", "id_prop", "extxyz", "jarvis")
-
-
-class ConfigError(ValueError):
-    """A run configuration (file or override) with an unknown key or a value of the wrong kind."""
-
-
-def closest_hint(name: str, valid: Iterable[str]) -> str:
-    """``" (did you mean 'max_sites'?)"`` for the closest valid name, or ``""`` when nothing is close."""
-    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def check_keys(cls: type, data: dict[str, Any], where: str | None = None, extra: Sequence[str] = ()) -> None:
-    """Reject keys of ``data`` that are not fields of the dataclass ``cls`` (or in ``extra``), naming the closest."""
-    valid = [f.name for f in fields(cls)] + list(extra)
-    unknown = [k for k in data if k not in valid]
-    if unknown:
-        label = where or cls.__name__
-        hints = "; ".join(f"{k!r}{closest_hint(k, valid)}" for k in unknown)
-        raise ConfigError(f"unknown {label} key(s): {hints}; valid keys: {', '.join(sorted(valid))}")
 
 
 @dataclass

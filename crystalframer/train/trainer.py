@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from crystalframer.model.checkpoint import code_version, save_checkpoint
 from crystalframer.data.batching import AtomBudgetBatchSampler, inference_batches
-from crystalframer.train.runconfig import check_keys
+from crystalframer.model.config import check_keys
 from crystalframer.graph import CrystalGraph, GraphBatch, collate
 from crystalframer.model.model import CrystalFramer, resolve_device
 
