@@ -287,9 +287,19 @@ class Trainer:
     def _stop(self) -> bool:
         return self.stop_requested is not None and bool(self.stop_requested())
 
-    def _validate(self) -> float:
+    def _validate_and_keep_best(self) -> float:
+        """Mean val MAE of the current weights; saved as ``best.safetensors`` when better than any before."""
         metrics = evaluate_graphs(self.model, self.val_graphs, 64, self.device)
-        return float(np.mean(metrics["mae"]))
+        mae = float(np.mean(metrics["mae"]))
+        if mae < self.best_val:
+            self.best_val = mae
+            save_checkpoint(self.model, self.out_dir / "best.safetensors",
+                            self._info({"val_mae": metrics["mae"], "epoch": self.epoch, "kind": "best-val"}))
+        return mae
+
+    @staticmethod
+    def _format_row(row: dict[str, Any]) -> str:
+        return " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
     def _train_step(self, batch: GraphBatch) -> float:
         model = self.ddp_model
@@ -336,13 +346,10 @@ class Trainer:
         start_time = time.time() - self.elapsed
         stopped_early = False
         if cfg.eval_before_training and self.epoch == 0 and self.dist.is_main and self.val_graphs:
-            row0 = {"epoch": 0, "step": 0, "train_l1_norm": float("nan"), "lr": 0.0, "elapsed_s": 0.0,
-                    "val_mae": self._validate()}
             # The starting weights compete in the best-val selection: training never returns a worse model.
-            self.best_val = row0["val_mae"]
-            save_checkpoint(self.model, self.out_dir / "best.safetensors",
-                            self._info({"val_mae": [row0["val_mae"]], "epoch": 0, "kind": "best-val"}))
-            self._log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row0.items()))
+            row0 = {"epoch": 0, "step": 0, "train_l1_norm": float("nan"), "lr": 0.0, "elapsed_s": 0.0,
+                    "val_mae": self._validate_and_keep_best()}
+            self._log(self._format_row(row0))
             if self.epoch_callback is not None:
                 self.epoch_callback(0, row0)
         while self.epoch < cfg.epochs and not stopped_early:
@@ -376,12 +383,7 @@ class Trainer:
             row = {"epoch": self.epoch, "step": self.step, "train_l1_norm": train_loss,
                    "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(self.elapsed, 1)}
             if self.dist.is_main and self.val_graphs:
-                metrics = evaluate_graphs(self.model, self.val_graphs, 64, self.device)
-                row["val_mae"] = float(np.mean(metrics["mae"]))
-                if row["val_mae"] < self.best_val:
-                    self.best_val = row["val_mae"]
-                    save_checkpoint(self.model, self.out_dir / "best.safetensors",
-                                    self._info({"val_mae": metrics["mae"], "epoch": self.epoch, "kind": "best-val"}))
+                row["val_mae"] = self._validate_and_keep_best()
             if self.dist.is_main:
                 new = not log_path.exists()
                 with log_path.open("a", newline="") as fh:
@@ -392,7 +394,7 @@ class Trainer:
                 if writer is not None:
                     for k, v in row.items():
                         writer.add_scalar(k, v, self.epoch)
-                self._log(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                self._log(self._format_row(row))
                 if self.epoch_callback is not None:
                     self.epoch_callback(self.epoch, row)
             self.save_resume_state()
