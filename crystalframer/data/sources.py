@@ -83,26 +83,24 @@ def _read(path: Path, kind: str, targets: str | Sequence[str] | None, cif_column
 
 @contextlib.contextmanager
 def _materialised(source: DatasetSource, kind: str, limits: ZipLimits) -> Iterator[tuple[Path, str | None]]:
-    """A path the readers can open: the path itself, or a scratch copy of an upload / an unpacked archive."""
-    is_zip = str(source[1] if isinstance(source, tuple) else source).lower().endswith(".zip")
+    """A path the readers can open, and the scratch folder used (if any): the path itself, a scratch copy of an
+    upload, or the unpacked folder of an archive."""
+    name = source[1] if isinstance(source, tuple) else str(source)
+    is_zip = name.lower().endswith(".zip")
     if not isinstance(source, tuple) and not is_zip:
         yield Path(source).expanduser(), None
         return
     with tempfile.TemporaryDirectory(prefix="crystalframer-data-") as scratch:
-        if isinstance(source, tuple):
-            data, name = source
-            base = PurePosixPath(name.replace("\\", "/")).name or "upload"
-            if is_zip:
-                yield _id_prop_root(extract_zip(data, Path(scratch) / "unpacked", name=name, limits=limits), name), scratch
-                return
-            path = Path(scratch) / base
-            path.write_bytes(data)
+        if is_zip:
+            if kind != "id_prop":
+                raise DataError(f"{name}: a .zip holds an id_prop dataset (structure files + id_prop.csv), not {kind}")
+            archive = source[0] if isinstance(source, tuple) else Path(source).expanduser()
+            unpacked = extract_zip(archive, Path(scratch) / "unpacked", name=name, limits=limits)
+            yield _id_prop_root(unpacked, name), scratch
+        else:
+            path = Path(scratch) / (PurePosixPath(name.replace("\\", "/")).name or "upload")
+            path.write_bytes(source[0])
             yield path, scratch
-            return
-        if kind != "id_prop":
-            raise DataError(f"{source}: a .zip holds an id_prop dataset (structure files + id_prop.csv), not {kind}")
-        unpacked = extract_zip(Path(source).expanduser(), Path(scratch) / "unpacked", limits=limits)
-        yield _id_prop_root(unpacked, str(source)), scratch
 
 
 def _id_prop_root(folder: Path, name: str) -> Path:
