@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from crystalframer.model.angle_kernels import CpuGridAngleTerm, kernels_enabled
 from crystalframer.model.ops import floored_exp
 
 # Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and
@@ -267,10 +268,12 @@ def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Ten
     weights: (R, H, W) slot weights (zero on empty slots and the zero image); frames: (N, H, 3, 3) detached;
     unit: (R, W, 3) unit vectors of the slots (zero where empty); row_atom: (R,) the atom of each row;
     proj: (3, H, head_dim, D). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, four
-    scatter-adds (and four gathers backward); per atom, head and axis: one (G × head_dim) product.
+    scatter-adds (and four gathers backward); per atom, head and axis: one (G × head_dim) product. On CPU the
+    per-item work runs in the compiled kernels of :mod:`crystalframer.model.angle_kernels` (the same arithmetic).
     """
     n, h = frames.shape[:2]
     nodes = grid.nodes(weights.dtype, weights.device)
     table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj).reshape(h * 3, grid.size, -1)
-    out = _GridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
+    term = CpuGridAngleTerm if kernels_enabled(weights) else _GridAngleTerm
+    out = term.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
     return out.view(h, 3, n, -1).sum(1).transpose(0, 1)

@@ -13,17 +13,27 @@ def segment_sum(values: torch.Tensor, index: torch.Tensor, num_segments: int) ->
     return out.index_add_(0, index, values)
 
 
+def exp_floor(dtype: torch.dtype) -> float:
+    """The floor of :func:`floored_exp`: 10·√tiny (1.1e-18 in float32, 1.5e-153 in float64), so that the product
+    of two floored values is still 100× the smallest normal number."""
+    return 10.0 * math.sqrt(torch.finfo(dtype).tiny)
+
+
 def log_tiny(dtype: torch.dtype) -> float:
-    """log of 10× the smallest normal number of ``dtype``: exp of it is safely normal after rounding."""
-    return math.log(10.0 * torch.finfo(dtype).tiny)
+    """log of :func:`exp_floor`: exp of it is safely normal after rounding."""
+    return math.log(exp_floor(dtype))
 
 
 def floored_exp(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """exp(max(x, log tiny)): exp with arguments below the underflow threshold raised to it.
+    """exp(max(x, log floor)): exp with arguments below log(:func:`exp_floor`) raised to it.
 
-    Each result changes by at most 10× the smallest normal number (1.2e-37 in float32, 2.2e-307 in float64), and
-    CPU exp avoids its slow path for arguments whose result would be subnormal or zero (measured 6x faster on the
-    distance bases). −inf gives that floor, not 0: callers that need exact zeros mask them.
+    Why a floor: CPUs take a slow path (microcode assists, ~100× a normal operation on Intel cores) whenever a
+    result or an operand is subnormal, unless flush-to-zero is on in *every* thread, which a library cannot ensure.
+    The attention weights and the Gaussian bases are multiplied together (bmm, scatter, their gradients), so the
+    floor is √tiny-sized: such a product of two floored values stays normal. Measured on a Xeon: 4× on a whole
+    training step of the no-frame model. Each result changes by at most the floor (1.1e-18 in float32, far below
+    its 6e-8 rounding of the values that matter; 1.5e-153 in float64). −inf gives that floor, not 0: callers that
+    need exact zeros mask them.
     """
     if inplace:
         return x.clamp_(min=log_tiny(x.dtype)).exp_()

@@ -86,14 +86,16 @@ def model(request):
     return ref.make_model(request.param, STRUCTURES.values(), exact=False)
 
 
-_BASE: dict[tuple[int, str], np.ndarray] = {}
+_BASE: dict[tuple[int, str], tuple[object, np.ndarray]] = {}
 
 
 def _base(model, name):
+    # The entry keeps its model alive and is checked by identity: a bare id() is reused once a fixture's model is
+    # freed, and another method's model then read a stale base prediction.
     key = (id(model), name)
-    if key not in _BASE:
-        _BASE[key] = model.predict([STRUCTURES[name]])[0]
-    return _BASE[key]
+    if key not in _BASE or _BASE[key][0] is not model:
+        _BASE[key] = (model, model.predict([STRUCTURES[name]])[0])
+    return _BASE[key][1]
 
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
