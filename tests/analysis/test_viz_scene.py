@@ -86,8 +86,10 @@ def test_plotly_renderer(insp):
     fig = render_plotly.scene_figure(scene)
     kinds = [t.type for t in fig.data]
     assert kinds.count("cone") == 3 and "scatter3d" in kinds
-    n_points = sum(len(t.x) for t in fig.data if t.type == "scatter3d" and t.mode == "markers")
-    assert n_points == len(scene.atoms)
+    atom_traces = [t for t in fig.data if t.type == "scatter3d" and t.name.startswith("atoms")]
+    assert sum(len(t.x) for t in atom_traces) == len(scene.atoms)
+    # Every atom marker carries its scene-atom index (what a click reports).
+    assert sorted(int(k) for t in atom_traces for k in t.customdata) == list(range(len(scene.atoms)))
     grid = render_plotly.grid_figure([attention_scene(insp, k, 1, 0) for k in range(4)])
     assert "scene4" in grid.layout
 
@@ -104,3 +106,234 @@ def test_charts():
     assert len(charts.training_chart([{"epoch": 1, "train_loss": 1.0, "val_mae": 0.5}]).data) == 2
     parity = charts.parity_chart({"val": (np.array([1.0, 2.0]), np.array([1.1, 1.9]))})
     assert len(parity.data) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# polyhedra, bonds, legend, axes, attention scale, labels, views, supercells, picking (issue 10)
+# ---------------------------------------------------------------------------------------------------------------
+from crystalframer.analysis.compare import coordination_environment  # noqa: E402
+from crystalframer.viz.colors import COLOR_SCHEMES, attention_color  # noqa: E402
+from crystalframer.viz.scene import (add_polyhedra, default_polyhedron_elements, picked_atom,  # noqa: E402
+                                     polyhedron_centres, polyhedron_faces, rotation_quaternion, view_rotation,
+                                     view_spec)
+
+
+def _site(structure, element: str) -> int:
+    return next(k for k, site in enumerate(structure) if site.specie.symbol == element)
+
+
+def _target_polyhedron(name: str, element: str):
+    s = get_example(name)
+    j = _site(s, element)
+    scene = scene_from_structure(s, scheme="VESTA")
+    add_polyhedra(scene, {j: coordination_environment(s, j)}, centres=[(j, (0, 0, 0))], scheme="VESTA")
+    return s, j, scene
+
+
+@pytest.mark.parametrize("name, element, n_vertices, n_faces", [
+    ("SrTiO3 (cubic perovskite)", "Ti", 6, 8),  # TiO6 octahedron
+    ("ZnS (zincblende)", "Zn", 4, 4),  # ZnS4 tetrahedron
+    ("MgAl2O4 (spinel)", "Mg", 4, 4),
+    ("TiO2 (rutile)", "Ti", 6, 8),
+])
+def test_polyhedron_vertex_counts(name, element, n_vertices, n_faces):
+    s, j, scene = _target_polyhedron(name, element)
+    assert len(scene.polyhedra) == 1
+    poly = scene.polyhedra[0]
+    assert poly.n_vertices == n_vertices and len(poly.faces) == n_faces and poly.index == j
+    assert len(poly.edges()) == (12 if n_vertices == 6 else 6)  # octahedron / tetrahedron edges
+    assert 0 < poly.opacity < 1  # translucent
+    centre = np.asarray(s[j].coords)
+    lengths = np.linalg.norm(poly.vertices - centre, axis=1)
+    assert np.ptp(lengths) < 0.2 and lengths.min() > 1.5  # ligands at the bond length, all alike here
+    # Bonds to every ligand, each in two halves (centre colour, ligand colour), and every vertex has an atom.
+    assert len(scene.bonds) == 2 * n_vertices
+    assert {b.color for b in scene.bonds[0::2]} == {poly.color}
+    drawn = np.array([a.position for a in scene.atoms])
+    for v in poly.vertices:
+        assert np.min(np.linalg.norm(drawn - v, axis=1)) < 1e-6
+
+
+def test_polyhedron_faces_cover_the_hull_and_flat_cases():
+    octa = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=float)
+    faces = polyhedron_faces(octa)
+    assert faces.shape == (8, 3) and set(faces.ravel()) == set(range(6))
+    square = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], dtype=float)  # square planar: a fan
+    assert polyhedron_faces(square).shape == (2, 3)
+    assert polyhedron_faces(square[:2]).shape == (0, 3)
+
+
+def test_polyhedra_in_attention_scene_modes(insp):
+    s = get_example("SrTiO3 (cubic perovskite)")
+    scene = attention_scene(insp, 0, 1, head=0)
+    assert polyhedron_centres(scene, "none") == []
+    assert polyhedron_centres(scene, "target") == [(1, (0, 0, 0))]
+    assert polyhedron_centres(scene, "element") == [(1, (0, 0, 0))]  # one Ti per cell
+    every = polyhedron_centres(scene, "all")
+    assert len(every) == sum(1 for a in scene.atoms if a.in_cell) == 15
+    with pytest.raises(ValueError):
+        polyhedron_centres(scene, "some")
+    envs = {j: coordination_environment(s, j) for j in range(len(s))}
+    add_polyhedra(scene, envs, centres=polyhedron_centres(scene, "target"))
+    assert [p.n_vertices for p in scene.polyhedra] == [6]
+    assert default_polyhedron_elements(envs) == ["Ti"]  # not Sr (CN 12) nor O (CN 2)
+    zns = get_example("ZnS (zincblende)")
+    assert default_polyhedron_elements({j: coordination_environment(zns, j) for j in range(len(zns))}) == ["Zn"]
+
+
+def test_color_schemes_and_legend():
+    assert element_color(8, "VESTA") != element_color(8, "Jmol")
+    assert set(COLOR_SCHEMES) == {"VESTA", "Jmol"}
+    with pytest.raises(ValueError):
+        element_color(8, "pastel")
+    s = get_example("SrTiO3 (cubic perovskite)")
+    for scheme in COLOR_SCHEMES:
+        legend = scene_from_structure(s, scheme=scheme).legend()
+        assert [el for el, _ in legend] == ["O", "Ti", "Sr"]  # by atomic number
+        assert dict(legend)["O"] == element_color(8, scheme)
+    assert attention_color(0.0) != attention_color(1.0)
+
+
+def test_axes_long_labelled_and_clear_of_the_target(insp):
+    scene = attention_scene(insp, 0, 1, head=0)
+    target = next(a for a in scene.atoms if a.role == "target")
+    for arrow in scene.arrows:
+        length = float(np.linalg.norm(arrow.end - arrow.start))
+        assert length >= 2.4 and length - target.radius > 1.5  # most of each arrow is outside the atom
+    axis_labels = [lab for lab in scene.labels if lab.kind == "axis"]
+    assert [lab.text for lab in axis_labels] == ["e1", "e2", "e3"]
+    assert [lab.color for lab in axis_labels] == list(AXIS_COLORS)
+    for arrow, lab in zip(scene.arrows, axis_labels):  # labels just beyond the tips
+        assert np.linalg.norm(lab.position - arrow.start) > np.linalg.norm(arrow.end - arrow.start)
+    assert [lab.text for lab in scene.labels if lab.kind == "lattice"] == ["a", "b", "c"]
+
+
+def test_attention_as_opacity_size_and_colour(insp):
+    scene = attention_scene(insp, 0, 1, head=0, color_by="attention")
+    others = [a for a in scene.atoms if a.role == "neighbor"]
+    by_weight = sorted(others, key=lambda a: a.weight)
+    light, heavy = by_weight[0], by_weight[-1]
+    assert heavy.opacity > light.opacity
+    assert heavy.radius / element_radius(8 if heavy.element == "O" else 38 if heavy.element == "Sr" else 22) > \
+        light.radius / element_radius(8 if light.element == "O" else 38 if light.element == "Sr" else 22)
+    assert heavy.color != heavy.element_color  # coloured by weight, the legend keeps element colours
+    assert scene.colorbar is not None and scene.colorbar.vmax == pytest.approx(max(a.weight for a in others))
+    assert dict(scene.legend())["O"] == element_color(8)
+    with pytest.raises(ValueError):
+        attention_scene(insp, 0, 1, head=0, color_by="mood")
+
+
+def test_supercell_view():
+    s = get_example("SrTiO3 (cubic perovskite)")
+    scene = scene_from_structure(s, repeat=(2, 2, 2))
+    counts = pd.Series([a.element for a in scene.atoms]).value_counts().to_dict()
+    assert counts == {"Sr": 27, "Ti": 8, "O": 36}
+    assert len(scene.cell) == 54  # every edge of the 2×2×2 grid of cells, once
+    assert len(cell_edges(np.eye(3))) == 12
+    with pytest.raises(ValueError):
+        scene_from_structure(s, repeat=(0, 1, 1))
+
+
+def test_views_along_axes(insp):
+    lat = np.array([[4.0, 0, 0], [1.0, 5.0, 0], [0.5, 0.3, 6.0]])
+    assert view_spec(lat, "oblique") is None
+    for k, name in enumerate("abc"):
+        view = view_spec(lat, name)
+        assert np.allclose(view.direction, lat[k] / np.linalg.norm(lat[k]))
+        assert abs(np.dot(view.up, view.direction)) < 1e-9
+        rot = view_rotation(view)
+        assert np.allclose(rot @ view.direction, [0, 0, 1])  # the named axis points at the viewer
+        assert np.allclose(rot @ rot.T, np.eye(3)) and np.linalg.det(rot) == pytest.approx(1.0)
+        x, y, z, w = rotation_quaternion(rot)
+        from_q = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                           [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                           [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        assert np.allclose(from_q, rot, atol=1e-9)
+    frame = insp.layers[0].frames[1, 0]
+    assert np.allclose(view_spec(insp.lattice, "e1", frame).direction, frame[0])
+    assert view_spec(insp.lattice, "e1", None) is None
+    with pytest.raises(ValueError):
+        view_spec(lat, "d")
+
+
+def test_picked_atom_from_clicks(insp):
+    s = get_example("SrTiO3 (cubic perovskite)")
+    scene = attention_scene(insp, 0, 1, head=0)
+    add_polyhedra(scene, {1: coordination_environment(s, 1)}, centres=[(1, (0, 0, 0))])
+    k = next(i for i, a in enumerate(scene.atoms) if a.element == "O")
+    j = scene.atoms[k].index
+    assert picked_atom(scene, k) == j  # 3Dmol.js reports the scene-atom index
+    assert picked_atom(scene, {"customdata": k, "x": 0, "y": 0, "z": 0}) == j  # a Plotly point
+    assert picked_atom(scene, {"customdata": [k]}) == j
+    assert picked_atom(scene, {"selection": {"points": [{"customdata": k}]}}) == j  # st.plotly_chart's state
+    p = scene.atoms[k].position
+    assert picked_atom(scene, {"x": p[0], "y": p[1], "z": p[2]}) == j
+    assert picked_atom(scene, {"x": p[0] + 1.0, "y": p[1], "z": p[2]}) is None
+    assert picked_atom(scene, {"selection": {"points": []}}) is None
+    assert picked_atom(scene, None) is None and picked_atom(scene, 10**6) is None and picked_atom(scene, "x") is None
+    ligand = next((i for i, a in enumerate(scene.atoms) if a.role == "ligand"), None)
+    if ligand is not None:
+        assert picked_atom(scene, ligand) is None
+
+
+def _decorated_scene(insp, view="a"):
+    s = get_example("SrTiO3 (cubic perovskite)")
+    scene = attention_scene(insp, 0, 1, head=0, scheme="VESTA")
+    add_polyhedra(scene, {1: coordination_environment(s, 1)}, centres=[(1, (0, 0, 0))], scheme="VESTA")
+    scene.view = view_spec(insp.lattice, view, insp.layers[0].frames[1, 0])
+    return scene
+
+
+def test_plotly_draws_polyhedra_legend_colorbar_labels_and_view(insp):
+    scene = _decorated_scene(insp)
+    fig = render_plotly.scene_figure(scene)
+    meshes = [t for t in fig.data if t.type == "mesh3d"]
+    assert len(meshes) == 1 and len(meshes[0].x) == 6 and len(meshes[0].i) == 8
+    assert 0 < meshes[0].opacity < 1
+    legend = [t.name for t in fig.data if t.type == "scatter3d" and t.legendgroup == "elements"]
+    assert legend == ["O", "Ti", "Sr"]
+    bars = [t for t in fig.data if t.type == "scatter3d" and t.mode == "markers" and t.marker.showscale]
+    assert len(bars) == 1 and bars[0].marker.colorbar.title.text == "attention weight"
+    texts = [x for t in fig.data if t.type == "scatter3d" and t.mode == "text" for x in t.text]
+    assert {"<b>a</b>", "<b>b</b>", "<b>c</b>", "<b>e1</b>", "<b>e2</b>", "<b>e3</b>"} <= set(texts)
+    cam = fig.layout.scene.camera
+    assert cam.projection.type == "orthographic"
+    eye = np.array([cam.eye.x, cam.eye.y, cam.eye.z])
+    assert np.allclose(eye / np.linalg.norm(eye), scene.view.direction)
+    assert render_plotly.png_config("x")["toImageButtonOptions"] == {"format": "png", "filename": "x", "scale": 2}
+    grid = render_plotly.grid_figure([scene] * 4, cols=2)
+    assert "scene4" in grid.layout and sum(t.type == "mesh3d" for t in grid.data) == 4
+
+
+def test_3dmol_draws_polyhedra_overlays_png_and_clicks(insp):
+    scene = _decorated_scene(insp)
+    view = render_3dmol.scene_view(scene, js_url="/app/static/3dmol/3Dmol-min.js", pick_id="att_scene",
+                                   file_stem="SrTiO3_atom1")
+    html = render_3dmol.view_html(view)
+    assert html.count("addCustom") == 1  # the octahedron mesh
+    assert html.count("cfPick") >= len([a for a in scene.atoms if a.index >= 0])  # click callbacks
+    assert '"clickable": true' in html
+    for element in ("O", "Ti", "Sr"):
+        assert f">{element}</span>" in html  # legend chips
+    assert "cf-colorbar" in html and "attention weight" in html
+    assert "cf-png" in html and "pngURI()" in html and '"SrTiO3_atom1.png"' in html
+    assert "setView(s)" in html  # the view along a
+    for text in ('"e1"', '"e2"', '"e3"', '"a"', '"b"', '"c"'):
+        assert f"addLabel({text}" in html
+    assert '"inFront": true' in html
+    mesh = render_3dmol.polyhedron_mesh(scene.polyhedra[0].vertices, scene.polyhedra[0].faces,
+                                        scene.polyhedra[0].center)
+    assert len(mesh["vertexArr"]) == 24 and len(mesh["faceArr"]) == 24
+    centre = scene.polyhedra[0].center
+    for k in range(0, 24, 3):  # normals point outwards
+        p = np.mean([[mesh["vertexArr"][k + i][c] for c in "xyz"] for i in range(3)], axis=0)
+        n = np.array([mesh["normalArr"][k][c] for c in "xyz"])
+        assert np.dot(n, p - centre) > 0
+    page = render_3dmol.standalone_html(view, title="t")
+    assert "cf-png" in page and "addCustom" in page
+    if render_3dmol.local_js_path() is not None:
+        assert "$3Dmolpromise = Promise.resolve()" in page and "cdn.jsdelivr" not in page.split("<body")[0]
+    grid = render_3dmol.view_html(render_3dmol.grid_view([scene] * 4, rows=2))
+    assert "rows: 2, cols: 2" in grid and "cf-png" in grid and grid.count("setView(s)") == 4
+    plain = render_3dmol.view_html(render_3dmol.scene_view(attention_scene(insp, 0, 1, head=0)))
+    assert "cfPick" not in plain and "setView(s)" not in plain
