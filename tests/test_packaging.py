@@ -32,7 +32,7 @@ def test_wheel_contents(wheel):
         assert f"crystalframer/_shipped_checkpoints/{name}/model.safetensors" in names
         assert f"crystalframer/_shipped_checkpoints/{name}/card.md" in names
     assert "crystalframer/model/csrc/angle_grid.c" in names  # the kernels compile from the installed source
-    assert not any(n.startswith(("tests/", "bench/", "pages/")) for n in names)
+    assert not any(n.startswith(("tests/", "bench/", "app_pages/")) for n in names)
     metadata = next(n for n in names if n.endswith("METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
                 if line.startswith("Requires-Dist: torch")]

@@ -436,7 +436,7 @@ def test_two_sessions_finetuning_and_inspecting_never_share_a_model():
 def test_cache_keys_never_use_id():
     """``id()`` of a collected object is reused; no cache key in the app or the library may depend on it."""
     offenders = []
-    for path in list((ROOT / "crystalframer").rglob("*.py")) + list((ROOT / "pages").glob("*.py")) + [ROOT / "app.py"]:
+    for path in list((ROOT / "crystalframer").rglob("*.py")) + list((ROOT / "app_pages").glob("*.py")) + [ROOT / "app.py"]:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#")[0]
             if re.search(r"(?<![\w.`])id\(", code):

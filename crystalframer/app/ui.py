@@ -5,7 +5,13 @@ State (``st.session_state``), shared across pages:
 * ``cf_model_ref``: the chosen model reference (see :mod:`crystalframer.app.models`), or ``session:<name>`` for
   a fine-tuned model kept in ``cf_session_models``;
 * ``cf_structure`` / ``cf_structure_label``: the chosen pymatgen structure and its name;
-* ``cf_renderer``: "3Dmol.js" or "Plotly (offline)".
+* ``cf_renderer``: "3Dmol.js" or "Plotly (offline)";
+* ``cf_scheme``: the element colour scheme ("VESTA" or "Jmol").
+
+Deep links (:mod:`crystalframer.app.links`): :func:`apply_deep_link` reads the URL's query parameters when they
+are new to the session (a fresh page load, an edited URL) and seeds the widgets; :func:`write_deep_link` puts the
+current choices back into the URL. Clicking an atom in a 3D view (:func:`show_scene` with ``pick_key``) sets that
+widget through :func:`request_value` and reruns.
 
 Models are loaded once per process with ``st.cache_resource`` and treated as read-only; anything that changes
 weights (fine-tuning, frame-method probes) works on a deep copy.
@@ -25,8 +31,10 @@ from pymatgen.core import Structure
 from crystalframer.app import models as model_registry
 from crystalframer.examples import DEFAULT_EXAMPLE, get_example
 from crystalframer.model.model import CrystalFramer, Inspection
+from crystalframer.app import links
 from crystalframer.viz import render_3dmol, render_plotly
-from crystalframer.viz.scene import Scene
+from crystalframer.viz.colors import COLOR_SCHEMES
+from crystalframer.viz.scene import Scene, picked_atom
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 THREADS_ENV = "CRYSTALFRAMER_APP_THREADS"
@@ -187,9 +195,11 @@ def default_renderer() -> str:
     return RENDERERS[0] if render_3dmol.local_js_path(APP_ROOT) is not None else RENDERERS[1]
 
 
-def page_header(title: str, show_renderer: bool = True) -> None:
-    """Page config, title and sidebar: the common start of every analysis page."""
+def page_header(title: str, show_renderer: bool = True, link_widgets: dict[str, str] | None = None) -> None:
+    """Page config, deep link, title and sidebar: the common start of every analysis page (``link_widgets``: see
+    :func:`apply_deep_link`)."""
     st.set_page_config(page_title=f"{title} · CrystalFramer", page_icon="🔷", layout="wide")
+    apply_deep_link(link_widgets)
     st.title(title)
     sidebar(show_renderer=show_renderer)
 
@@ -217,6 +227,10 @@ def sidebar(show_renderer: bool = True) -> None:
                 "3D renderer", RENDERERS, index=RENDERERS.index(current),
                 help="3Dmol.js comes from static/3dmol (scripts/fetch_3dmol.sh) or else the CDN; "
                      "Plotly needs no external JavaScript and works offline.")
+            scheme = st.session_state.get("cf_scheme") or COLOR_SCHEMES[0]
+            st.session_state["cf_scheme"] = st.radio(
+                "Element colours", COLOR_SCHEMES, index=COLOR_SCHEMES.index(scheme), horizontal=True,
+                help="VESTA's or Jmol's element colour table (the legend in each 3D view names them).")
             if st.session_state["cf_renderer"] == RENDERERS[0]:
                 _, where = render_3dmol.js_source(APP_ROOT)
                 if where == "cdn":
@@ -226,6 +240,11 @@ def sidebar(show_renderer: bool = True) -> None:
 
 def renderer() -> str:
     return st.session_state.get("cf_renderer") or default_renderer()
+
+
+def color_scheme() -> str:
+    scheme = st.session_state.get("cf_scheme")
+    return scheme if scheme in COLOR_SCHEMES else COLOR_SCHEMES[0]
 
 
 def embed_html(html: str, height: int) -> None:
@@ -238,39 +257,151 @@ def embed_html(html: str, height: int) -> None:
         components.html(html, height=height)
 
 
-def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: tuple[int, ...] = ()) -> Any:
-    """Draw a scene with the chosen renderer. Returns the py3Dmol view (or the Plotly figure)."""
+_PICK_BRIDGE_JS = """
+export default function(component) {
+  const { data, setTriggerValue } = component;
+  window.cfPick = window.cfPick || {};
+  window.cfPick[data.id] = (k) => setTriggerValue("pick", k);
+}
+"""
+
+
+@st.cache_resource(show_spinner=False)
+def _pick_bridge():
+    """A component with no visuals: the 3Dmol.js iframe calls ``window.parent.cfPick[id](k)`` on a click, and this
+    turns it into a Streamlit trigger value (a rerun)."""
+    import streamlit.components.v2 as components_v2
+
+    return components_v2.component("crystalframer.pick_bridge", js=_PICK_BRIDGE_JS)
+
+
+def request_value(key: str, value: Any) -> None:
+    """Set the keyed widget ``key`` to ``value`` on the next run (it may already exist in this one) and rerun."""
+    st.session_state["_pending_" + key] = value
+    st.rerun()
+
+
+def handle_pick(key: str, scene: Scene, pick: Any, pick_key: str) -> int | None:
+    """A click on ``scene`` (a scene-atom index or a Plotly selection): when it is new and names another atom than
+    the widget ``pick_key`` holds, that widget is set to the atom and the script reruns. Returns the atom j."""
+    sig = json.dumps(pick, sort_keys=True, default=str)
+    seen = st.session_state.get("_pick_sig_" + key)
+    st.session_state["_pick_sig_" + key] = sig
+    if pick is None or sig == seen:
+        return None
+    j = picked_atom(scene, pick)
+    if j is not None and j != st.session_state.get(pick_key):
+        request_value(pick_key, j)
+    return j
+
+
+def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: tuple[int, ...] = (),
+               pick_key: str | None = None, file_stem: str = "crystalframer_scene") -> Any:
+    """Draw a scene with the chosen renderer. Returns the py3Dmol view (or the Plotly figure).
+
+    ``pick_key``: a keyed widget holding an atom index; clicking an atom sets it (3Dmol.js: a click callback; Plotly:
+    a point selection). Each view has a PNG button (3Dmol.js) or Plotly's camera button."""
+    key = key or "scene"
     if renderer() == RENDERERS[0]:
         url, _ = render_3dmol.js_source(APP_ROOT)
-        view = render_3dmol.scene_view(scene, width="100%", height=height, js_url=url, labels=labels)
+        view = render_3dmol.scene_view(scene, width="100%", height=height, js_url=url, labels=labels,
+                                       pick_id=key if pick_key else None, file_stem=file_stem)
         embed_html(render_3dmol.view_html(view), height=height + 12)
+        if pick_key:
+            result = _pick_bridge()(data={"id": key}, key=f"{key}_bridge", on_pick_change=lambda: None,
+                                    height=0)
+            handle_pick(key, scene, getattr(result, "pick", None), pick_key)
         return view
     fig = render_plotly.scene_figure(scene, height=height)
-    st.plotly_chart(fig, width="stretch", key=key)
+    config = render_plotly.png_config(file_stem)
+    if pick_key:
+        event = st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode="points",
+                                config=config)
+        selection = event.get("selection") if hasattr(event, "get") else None
+        points = list(selection.get("points", [])) if selection else []
+        handle_pick(key, scene, {"selection": {"points": points}} if points else None, pick_key)
+    else:
+        st.plotly_chart(fig, width="stretch", key=key, config=config)
     return fig
 
 
-def show_grid(scenes: list[Scene], height: int = 280, key: str | None = None) -> Any:
+def show_grid(scenes: list[Scene], height: int = 280, key: str | None = None, rows: int = 1,
+              file_stem: str = "crystalframer_panels") -> Any:
+    """Scenes side by side (``rows`` rows), rotations linked in 3Dmol.js; a PNG button saves the whole grid."""
     if renderer() == RENDERERS[0]:
         url, _ = render_3dmol.js_source(APP_ROOT)
-        view = render_3dmol.grid_view(scenes, width=None, height=height, js_url=url)
-        embed_html(render_3dmol.view_html(view), height=height + 12)
+        view = render_3dmol.grid_view(scenes, width=None, height=height, js_url=url, rows=rows, file_stem=file_stem)
+        embed_html(render_3dmol.view_html(view), height=height * max(1, rows) + 12)
         return view
-    fig = render_plotly.grid_figure(scenes, height=height)
-    st.plotly_chart(fig, width="stretch", key=key)
+    cols = -(-len(scenes) // max(1, rows))
+    fig = render_plotly.grid_figure(scenes, height=height, cols=cols)
+    st.plotly_chart(fig, width="stretch", key=key, config=render_plotly.png_config(file_stem))
     return fig
 
 
 def scene_download(view_or_fig: Any, file_stem: str, key: str) -> None:
-    """A download button for the drawn scene as a standalone HTML page."""
+    """A download button for the drawn scene as a standalone HTML page (works offline: 3Dmol.js or plotly.js is
+    inlined), with its own PNG button."""
     import plotly.graph_objects as go
 
     if isinstance(view_or_fig, go.Figure):  # (hasattr() is useless here: py3Dmol views answer every attribute)
-        html = view_or_fig.to_html(include_plotlyjs=True, full_html=True)
+        html = view_or_fig.to_html(include_plotlyjs=True, full_html=True, config=render_plotly.png_config(file_stem))
     else:
         html = render_3dmol.standalone_html(view_or_fig, title=file_stem, app_root=APP_ROOT)
     st.download_button("Download scene (HTML)", data=html, file_name=f"{file_stem}.html", mime="text/html",
                        key=key)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# deep links
+# ----------------------------------------------------------------------------------------------------------------
+def _seed(key: str, value: Any) -> None:
+    st.session_state[key] = value
+    st.session_state["_keep_" + key] = value
+
+
+def apply_deep_link(widgets: dict[str, str] | None = None) -> links.DeepLink:
+    """Apply the URL's query parameters when they are new to this session (not the ones we wrote ourselves).
+
+    ``widgets`` maps link fields ("layer", "head", "atom", "view") to this page's widget keys. The model and the
+    example structure are shared by every page."""
+    params = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
+    link = links.from_params(params)
+    sig = json.dumps(params, sort_keys=True)
+    if st.session_state.get("_cf_link_sig") == sig or link.is_empty():
+        return link
+    st.session_state["_cf_link_sig"] = sig
+    if link.model:
+        wanted = [r for r in all_model_refs() if r == link.model or r.partition(":")[2] == link.model]
+        if wanted:
+            st.session_state["cf_model_ref"] = wanted[0]
+            _seed("home_model", wanted[0])
+    if link.example:
+        set_structure(get_example(link.example, primitive=not link.conventional),
+                      link.example + (" (conventional)" if link.conventional else ""))
+        _seed("home_source", "Built-in example")
+        _seed("home_example", link.example)
+        _seed("home_primitive", not link.conventional)
+    for field, key in (widgets or {}).items():
+        value = getattr(link, field, None)
+        if value is not None:
+            _seed(key, value)
+    return link
+
+
+def write_deep_link(**fields: Any) -> None:
+    """Put the current model, structure (when it is a built-in example) and ``fields`` into the URL."""
+    label, _ = current_structure()
+    ref = current_model_ref()
+    name = label.removesuffix(" (conventional)")
+    link = links.DeepLink(model=ref.partition(":")[2] if ref.startswith("ckpt:") else None,
+                          example=name if name in links.EXAMPLES else None,
+                          conventional=label.endswith(" (conventional)"), **fields)
+    params = links.to_params(link)
+    current = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
+    if current != {k: [v] for k, v in params.items()}:
+        st.query_params.from_dict(params)
+    st.session_state["_cf_link_sig"] = json.dumps({k: [v] for k, v in params.items()}, sort_keys=True)
 
 
 def untrained_warning(model: CrystalFramer) -> None:
@@ -308,6 +439,8 @@ def widget(fn: Any, label: str, key: str, options: Any = None, default: Any = No
     With ``options``, a remembered value that is no longer an option is dropped (multiselect: filtered).
     """
     persist(key)
+    if "_pending_" + key in st.session_state:  # set by a click in a 3D view (request_value)
+        st.session_state[key] = st.session_state.pop("_pending_" + key)
     if options is not None:
         options = list(options)
         if key in st.session_state:
@@ -328,3 +461,66 @@ def widget(fn: Any, label: str, key: str, options: Any = None, default: Any = No
         value = fn(label, key=key, **kwargs)
     remember(key)
     return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3D scene options shared by the pages
+# ----------------------------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _environment_cached(skey: str, site: int, _structure: Structure):
+    from crystalframer.analysis.compare import coordination_environment
+
+    return coordination_environment(_structure, site)
+
+
+def coordination_envs(structure: Structure, sites: list[int]) -> dict[int, Any]:
+    """CrystalNN environments of ``sites`` (cached per structure and site); sites CrystalNN fails on are left out."""
+    skey = structure_key(structure)
+    out = {}
+    for site in sites:
+        try:
+            out[int(site)] = _environment_cached(skey, int(site), structure)
+        except Exception:  # CrystalNN can fail on unusual inputs; the scene is drawn without that polyhedron
+            continue
+    return out
+
+
+VIEW_LABELS = {"oblique": "oblique", "a": "along a", "b": "along b", "c": "along c", "e1": "along e1"}
+POLYHEDRA_LABELS = {"none": "none", "target": "around the target atom",
+                    "element": "around every atom of the target's element", "all": "around every atom"}
+
+
+def scene_controls(prefix: str, target: bool = True, views: tuple[str, ...] = ("oblique", "a", "b", "c", "e1"),
+                   default_polyhedra: str = "target") -> dict[str, Any]:
+    """The 3D display widgets (polyhedra, colouring, view direction, supercell), remembered per page."""
+    from crystalframer.viz.scene import POLYHEDRA_MODES
+
+    modes = [m for m in POLYHEDRA_MODES if target or m not in ("target", "element")]
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        polyhedra = widget(st.selectbox, "Coordination polyhedra (CrystalNN)", f"{prefix}_poly", options=modes,
+                           default=default_polyhedra if default_polyhedra in modes else modes[-1],
+                           format_func=lambda m: POLYHEDRA_LABELS[m])
+    with c2:
+        color_by = widget(st.selectbox, "Colour atoms by", f"{prefix}_colorby", options=["element", "attention"],
+                          default="element") if target else "element"
+    with c3:
+        view = widget(st.selectbox, "View", f"{prefix}_view", options=list(views), default="oblique",
+                      format_func=lambda v: VIEW_LABELS[v])
+    with c4:
+        repeat = widget(st.selectbox, "Cells shown", f"{prefix}_repeat", options=["1×1×1", "2×2×2", "2×2×1", "3×3×3"],
+                        default="1×1×1", help="Repeat the cell (a supercell view); attention is still that of the "
+                                              "target atom in the original cell.")
+    return {"polyhedra": polyhedra, "color_by": color_by, "view": view,
+            "repeat": tuple(int(v) for v in repeat.split("×"))}
+
+
+def add_scene_polyhedra(scene: Scene, structure: Structure, mode: str, elements: tuple[str, ...] = ()) -> None:
+    """Polyhedra (CrystalNN) on ``scene`` for ``mode`` (see :func:`~crystalframer.viz.scene.polyhedron_centres`)."""
+    from crystalframer.viz.scene import add_polyhedra, polyhedron_centres
+
+    centres = polyhedron_centres(scene, mode, elements)
+    if not centres:
+        return
+    envs = coordination_envs(structure, sorted({j for j, _ in centres}))
+    add_polyhedra(scene, envs, centres=centres, scheme=color_scheme())

@@ -46,7 +46,7 @@ def dataset_csv() -> bytes:
 
 
 def test_finetune_page_bad_uploads(ckpts):
-    at = AppTest.from_file(str(ROOT / "pages" / "4_Fine-tune.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "4_Fine-tune.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     cases = [("labels.csv", b"material_id,cif,comment\nx0,\"data_a\",hello\n"),
              ("labels.txt", b"some text"),
@@ -75,7 +75,7 @@ def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
     assert not at.exception
     ref = at.session_state["cf_model_ref"]
     assert ref == "ckpt:ft-max"
-    at.switch_page("pages/4_Fine-tune.py").run()
+    at.switch_page("app_pages/4_Fine-tune.py").run()
     assert not at.exception
     at.file_uploader(key="ft_upload").set_value(("labels.csv", dataset_csv(), "text/csv"))
     at.run()
@@ -118,7 +118,7 @@ def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
     at.button(key="ft_use").click().run()
     assert not at.exception
     assert at.session_state["cf_model_ref"] == "session:my-volume-model"
-    at.switch_page("pages/0_Home.py").run()
+    at.switch_page("app_pages/0_Home.py").run()
     assert not at.exception
     assert at.selectbox(key="home_model").value == "session:my-volume-model"
     assert any("volume_per_atom" in m.label for m in at.metric)

@@ -128,7 +128,7 @@ def test_home_without_checkpoints(tmp_path):
 
 
 def test_attention_page_interactions(ckpts):
-    at = run_app(str(ROOT / "pages" / "1_Attention_and_frames.py"), cf_model_ref="ckpt:test-max")
+    at = run_app(str(ROOT / "app_pages" / "1_Attention_and_frames.py"), cf_model_ref="ckpt:test-max")
     assert_ok(at)
     assert at.dataframe  # neighbour table, frame, σ
     for key, value in (("att_layer", 3), ("att_head", "mean"), ("att_head", 5), ("att_atom", 2)):
@@ -143,7 +143,7 @@ def test_attention_page_interactions(ckpts):
 
 
 def test_compare_page_srtio3_and_zincblende(ckpts):
-    at = run_app(str(ROOT / "pages" / "2_Compare_frames.py"), cf_model_ref="ckpt:test-max")
+    at = run_app(str(ROOT / "app_pages" / "2_Compare_frames.py"), cf_model_ref="ckpt:test-max")
     assert_ok(at)
     text = " ".join(m.value for m in at.markdown)
     assert "Ti (site 1): CN 6, octahedral" in text
@@ -155,7 +155,7 @@ def test_compare_page_srtio3_and_zincblende(ckpts):
     at.selectbox(key="cmp_head").set_value(4).run()
     assert_ok(at)
     zns = get_example("ZnS (zincblende)")
-    at = run_app(str(ROOT / "pages" / "2_Compare_frames.py"), cf_model_ref="ckpt:test-max", cf_structure=zns,
+    at = run_app(str(ROOT / "app_pages" / "2_Compare_frames.py"), cf_model_ref="ckpt:test-max", cf_structure=zns,
                  cf_structure_label="ZnS")
     assert_ok(at)
     text = " ".join(m.value for m in at.markdown)
@@ -167,13 +167,13 @@ def test_compare_page_srtio3_and_zincblende(ckpts):
 
 
 def test_compare_page_frameless_model(ckpts):
-    at = run_app(str(ROOT / "pages" / "2_Compare_frames.py"), cf_model_ref="fresh:none")
+    at = run_app(str(ROOT / "app_pages" / "2_Compare_frames.py"), cf_model_ref="fresh:none")
     assert_ok(at)
     assert any("without frames" in i.value for i in at.info)
 
 
 def test_perturbation_sweeps(ckpts):
-    at = run_app(str(ROOT / "pages" / "3_Perturbation.py"), cf_model_ref="ckpt:test-max")
+    at = run_app(str(ROOT / "app_pages" / "3_Perturbation.py"), cf_model_ref="ckpt:test-max")
     assert_ok(at)
     assert at.multiselect(key="pert_models").value == ["ckpt:test-max", "ckpt:test-wpca"]
     at.text_input(key="pert_mags_rattle").input("0.001, 0.05").run()
@@ -205,7 +205,7 @@ def test_pages_with_a_disordered_structure(ckpts):
     s = get_example("SrTiO3 (cubic perovskite)")
     s.replace(0, {"Sr": 0.5, "Ba": 0.5})
     for page in ("0_Home.py", "1_Attention_and_frames.py", "2_Compare_frames.py"):
-        at = run_app(str(ROOT / "pages" / page), cf_model_ref="ckpt:test-max", cf_structure=s,
+        at = run_app(str(ROOT / "app_pages" / page), cf_model_ref="ckpt:test-max", cf_structure=s,
                      cf_structure_label="(Sr,Ba)TiO3")
         assert_ok(at)
         assert not at.error, page

@@ -10,9 +10,10 @@ from crystalframer.app.uploads import UploadError, parse_structure_bytes, parse_
 from crystalframer.examples import DEFAULT_EXAMPLE, EXAMPLES, get_example, list_examples
 from crystalframer.structure import StructureError
 from crystalframer.app import ui
-from crystalframer.viz.scene import scene_from_structure
+from crystalframer.viz.scene import default_polyhedron_elements, scene_from_structure, view_spec
 
 st.set_page_config(page_title="CrystalFramer", page_icon="🔷", layout="wide")
+ui.apply_deep_link()
 st.title("CrystalFramer")
 st.caption("Crystal property prediction with dynamic local frames (Ito et al., ICLR 2025), in pure PyTorch. "
            "Pick a model and a crystal; the other pages show the attention, the frames, their stability under "
@@ -117,8 +118,28 @@ if registry.is_untrained(model):
 # ---------------------------------------------------------------------------------------------------- 3D + tables
 ui.sidebar()
 st.subheader("Unit cell")
-scene = scene_from_structure(structure, title=label)
-drawn = ui.show_scene(scene, height=420, key="home_scene")
+h1, h2, h3 = st.columns([2, 1, 1])
+sites = list(range(min(len(structure), 48)))
+envs = ui.coordination_envs(structure, sites) if len(structure) <= 48 else {}
+elements = sorted({env.element for env in envs.values()})
+with h1:
+    around = ui.widget(st.multiselect, "Coordination polyhedra around (CrystalNN)", "home_poly", options=elements,
+                       default=default_polyhedron_elements(envs),
+                       help="Preset: cations with 4–8 ligands of other, more electronegative elements.")
+with h2:
+    view = ui.widget(st.selectbox, "View", "home_view", options=["oblique", "a", "b", "c"], default="oblique",
+                     format_func=lambda v: ui.VIEW_LABELS[v])
+with h3:
+    cells = ui.widget(st.selectbox, "Cells shown", "home_repeat", options=["1×1×1", "2×2×2", "2×2×1", "3×3×3"],
+                      default="1×1×1")
+scene = scene_from_structure(structure, title=label, scheme=ui.color_scheme(),
+                             repeat=tuple(int(v) for v in cells.split("×")))
+if around:
+    ui.add_scene_polyhedra(scene, structure, "element", tuple(around))
+scene.view = view_spec(structure.lattice.matrix, view)
+drawn = ui.show_scene(scene, height=480, key="home_scene",
+                      file_stem=f"{structure.composition.reduced_formula}_cell")
 with st.expander("Lattice and sites"):
     st.dataframe(lattice_table(structure))
     st.dataframe(sites_table(structure), hide_index=True)
+ui.write_deep_link()

@@ -8,13 +8,13 @@ import streamlit as st
 
 from crystalframer.analysis.attention import symbols_of
 from crystalframer.analysis.compare import (FRAME_METHOD_LABELS, alignment_summary, alignment_table,
-                                            comparable_methods, coordination_environment, coordination_overview)
+                                            comparable_methods, coordination_overview)
 from crystalframer.structure import StructureError
 from crystalframer.viz import charts
 from crystalframer.app import ui
 from crystalframer.viz.scene import attention_scene
 
-ui.page_header("Compare frames")
+ui.page_header("Compare frames", link_widgets={"atom": "cmp_atom", "head": "cmp_head"})
 ref, model, label, structure = ui.model_and_structure()
 skey = ui.structure_key(structure)
 
@@ -22,11 +22,6 @@ skey = ui.structure_key(structure)
 @st.cache_data(show_spinner="Finding coordination polyhedra (CrystalNN)…", max_entries=32)
 def _overview(key: str, _structure):
     return coordination_overview(_structure)
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _environment(key: str, site: int, _structure):
-    return coordination_environment(_structure, site)
 
 
 symbols = [str(s) for s in symbols_of([site.specie.Z if site.is_ordered else
@@ -50,7 +45,7 @@ default_atom = int((polyhedra if len(polyhedra) else overview)["site"].iloc[0])
 atom = ui.widget(st.selectbox, "Centre atom", "cmp_atom", options=list(range(len(structure))), default=default_atom,
                  format_func=lambda i: f"{i}: {symbols[i]}")
 try:
-    env = _environment(skey, int(atom), structure)
+    env = ui.coordination_envs(structure, [int(atom)])[int(atom)]
 except Exception as exc:
     st.warning(f"CrystalNN could not analyse atom {atom}: {exc}")
     env = None
@@ -87,14 +82,18 @@ except StructureError as exc:
     st.error(f"The model cannot take this structure: {exc}")
     st.stop()
 
+ui.write_deep_link(atom=int(atom), head=int(head))
 st.subheader("Frames per layer")
 for method in methods:
     insp = inspections[method]
     st.markdown(f"**{FRAME_METHOD_LABELS.get(method, method)}**" +
                 (" (the model's own method)" if method == model.config.frame_method else ""))
-    scenes = [attention_scene(insp, k, int(atom), int(head), title=f"layer {k + 1}")
+    scenes = [attention_scene(insp, k, int(atom), int(head), title=f"layer {k + 1}", scheme=ui.color_scheme())
               for k in range(len(insp.layers))]
-    ui.show_grid(scenes, height=260, key=f"cmp_strip_{method}")
+    for scene in scenes:  # the centre's polyhedron, so the axes can be read against its ligands
+        ui.add_scene_polyhedra(scene, structure, "target")
+    ui.show_grid(scenes, height=260, key=f"cmp_strip_{method}",
+                 file_stem=f"{structure.composition.reduced_formula}_atom{atom}_{method}")
 
 st.subheader("Frame axes vs centre→ligand bonds")
 if env is None or env.cn == 0:

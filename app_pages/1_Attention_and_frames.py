@@ -11,14 +11,16 @@ from crystalframer.analysis.compare import FRAME_METHOD_LABELS
 from crystalframer.structure import StructureError
 from crystalframer.viz import charts
 from crystalframer.app import ui
-from crystalframer.viz.scene import AXIS_COLORS, attention_scene
+from crystalframer.viz.scene import AXIS_COLORS, attention_scene, view_spec
 
-ui.page_header("Attention & frames")
+ui.page_header("Attention & frames", link_widgets={"layer": "att_layer", "head": "att_head", "atom": "att_atom",
+                                                   "view": "att_view"})
 ref, model, label, structure = ui.model_and_structure()
 cfg = model.config
 st.caption(f"{label} with {ui.describe(ref)} — frame method: {FRAME_METHOD_LABELS.get(cfg.frame_method)}. "
            "Neighbour atoms, periodic images included, are shaded by the attention weight they receive from the "
-           "target atom; e1, e2, e3 are drawn as red, green and blue arrows.")
+           "target atom (opacity and size; the colour bar gives the scale); e1, e2, e3 are drawn as red, green and "
+           "blue arrows. Click an atom to make it the target.")
 
 try:
     insp = ui.inspect(ref, model, structure)
@@ -40,16 +42,29 @@ with c3:
                      format_func=lambda i: f"{i}: {symbols[i]}")
 head = None if head_opt == "mean" else int(head_opt)
 
-with st.expander("Display options"):
+opts = ui.scene_controls("att")
+with st.expander("More display options"):
     o1, o2, o3 = st.columns(3)
     cutoff = o1.slider("Show neighbour images with weight ≥ this × max", 0.0, 0.5, 0.02, 0.01, key="att_cutoff")
     min_opacity = o2.slider("Opacity of unattended atoms", 0.0, 0.6, 0.12, 0.02, key="att_minop")
     n_labels = o3.number_input("Label the top-k neighbours", 0, 12, 0, key="att_labels")
     top_k = o1.number_input("Rows in the neighbour table", 3, 60, 12, key="att_topk")
 
-scene = attention_scene(insp, layer, atom, head, min_opacity=min_opacity, neighbor_cutoff=cutoff,
-                        title=f"{symbols[atom]} {atom}, layer {layer + 1}, " +
-                              ("head mean" if head is None else f"head {head}"))
+frame = frame_of(insp, layer, atom, head)
+
+
+def _scene(k: int, title: str):
+    """Layer k's scene with the chosen options: polyhedra, colours, supercell and view direction."""
+    scene = attention_scene(insp, k, atom, head, min_opacity=min_opacity, neighbor_cutoff=cutoff, title=title,
+                            scheme=ui.color_scheme(), color_by=opts["color_by"], repeat=opts["repeat"])
+    ui.add_scene_polyhedra(scene, structure, opts["polyhedra"])
+    scene.view = view_spec(insp.lattice, opts["view"], frame_of(insp, k, atom, head))
+    return scene
+
+
+scene = _scene(layer, f"{symbols[atom]} {atom}, layer {layer + 1}, " +
+               ("head mean" if head is None else f"head {head}"))
+stem = f"{structure.composition.reduced_formula}_atom{atom}_layer{layer + 1}"
 table = neighbor_table(insp, layer, atom, head, top_k=int(top_k))
 label_idx: tuple[int, ...] = ()
 if n_labels:
@@ -59,9 +74,12 @@ if n_labels:
 
 left, right = st.columns([3, 2])
 with left:
-    drawn = ui.show_scene(scene, height=460, key="att_scene", labels=label_idx)
+    drawn = ui.show_scene(scene, height=520, key="att_scene", labels=label_idx, pick_key="att_atom",
+                          file_stem=stem)
     if head is None:
         st.caption("The head mean has no frame (each head builds its own): pick a head to see e1, e2, e3.")
+    if opts["view"] == "e1" and frame is None:
+        st.caption("'Along e1' needs a frame: the oblique view is shown.")
     elif not cfg.uses_angles:
         st.caption("This model uses no frames (Crystalformer baseline): only attention is shown.")
 with right:
@@ -71,7 +89,6 @@ with right:
                  hide_index=True, height=320,
                  column_config={"weight": st.column_config.ProgressColumn("weight", min_value=0.0, max_value=float(
                      max(1e-9, table["weight"].max())), format="%.4f")})
-    frame = frame_of(insp, layer, atom, head)
     if frame is not None:
         st.markdown("**Frame** (rows e1, e2, e3; Cartesian components)")
         st.dataframe({"axis": ["e1 (red)", "e2 (green)", "e3 (blue)"], "x": frame[:, 0], "y": frame[:, 1],
@@ -87,12 +104,10 @@ s2.dataframe(sig.style.format("{:.3f}"))
 st.subheader("All layers side by side")
 st.caption("As in the paper's per-layer figures: the same atom and head in every layer (rotations are linked in "
            "the 3Dmol.js view).")
-strip = [attention_scene(insp, k, atom, head, min_opacity=min_opacity, neighbor_cutoff=cutoff,
-                         title=f"layer {k + 1}") for k in range(n_layers)]
-ui.show_grid(strip, height=300, key="att_strip")
+strip = [_scene(k, f"layer {k + 1}") for k in range(n_layers)]
+ui.show_grid(strip, height=300, key="att_strip", file_stem=f"{stem}_layers")
 
 st.subheader("Export")
-stem = f"{structure.composition.reduced_formula}_atom{atom}_layer{layer + 1}"
 e1, e2, e3, e4 = st.columns(4)
 with e1:
     ui.scene_download(drawn, stem, key="att_dl_html")
@@ -109,3 +124,4 @@ e4.download_button("Everything (JSON)", inspection_to_json(insp, {"model": ui.de
 st.caption(f"Axis colours: e1 {AXIS_COLORS[0]}, e2 {AXIS_COLORS[1]}, e3 {AXIS_COLORS[2]}. "
            f"{int(np.sum(insp.layers[layer].edges[:, 0] == atom))} image-edges within the "
            f"{cfg.cutoff:.2f} Å neighbour sphere of atom {atom}.")
+ui.write_deep_link(layer=layer, head=head_opt, atom=atom, view=opts["view"])

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from crystalframer.app.text import finetune_summary
 from crystalframer.app.uploads import UploadError, parse_dataset, select_target, split_indices
 from crystalframer.model.checkpoint import save_checkpoint
 from crystalframer.train.finetune import finetune, normalization_compatible
@@ -129,12 +130,9 @@ if result is not None:
                                         title=f"{result.info.get('target')}: parity"), width="stretch",
                     key="ft_parity")
     st.dataframe(pd.DataFrame(result.history), hide_index=True)
-    val_mae = result.info["metrics"]["val_mae"]
-    start_mae = result.info["metrics"].get("val_mae_start", float("nan"))
-    shown_mae = f"{val_mae:.4g} {unit_label}".strip()
-    st.markdown(f"Validation MAE **{shown_mae}** after {result.info['epochs_run']} epoch(s), "
-                f"from {start_mae:.4g} before training "
-                f"({result.info['n_train']} train / {result.info['n_val']} validation structures).")
+    st.markdown(finetune_summary(result.info["metrics"]["val_mae"],
+                                 result.info["metrics"].get("val_mae_start", float("nan")), unit_label,
+                                 result.info["epochs_run"], result.info["n_train"], result.info["n_val"]))
 
     @st.cache_data(show_spinner=False, max_entries=4)
     def _checkpoint_bytes(token: str, _result) -> bytes:
