@@ -9,7 +9,7 @@ What it computes (docs/model.md §1–§3):
 * neighbours: every image-edge (i, j, n) with |p_j + n·L − p_i| ≤ R_c, self image (i, i, 0) included, found by
   looping over a box of integer translations that contains the cutoff sphere;
 * attention per (atom i, head h): one softmax over all image-edges m of i of
-  q_ih·k_jh/√d + a_ih |r_m|²;
+  q_ih·k_jh/√d + a_ih |r_m|² + log s(a_ih |r_m|²), s the per-head cutoff switch;
 * values v_jh + c_dist P0_h b(|r_m|) + c_ang Σ_k Pk_h g(e_k·r̂_m) (zero image: angle features 0);
 * frames ``max``, ``static``, ``weighted_pca`` with the evaluation-mode (noise-free) rules.
 
@@ -253,6 +253,21 @@ def _softmax(values: list[float]) -> list[float]:
     return [e / total for e in ex]
 
 
+def _log_switch(cfg, x: float) -> float:
+    """log s(x) of the per-head cutoff (docs/model.md §1.2) at x = a_ih·|r|²: 0 inside (cutoff_sigmas −
+    cutoff_taper)·σ_ih, the log of the smoothstep t³(10 − 15t + 6t²) in the taper, −inf from cutoff_sigmas·σ_ih."""
+    if not getattr(cfg, "head_cutoff", False):
+        return 0.0
+    x_out = -0.5 * cfg.cutoff_sigmas ** 2
+    x_in = -0.5 * (cfg.cutoff_sigmas - cfg.cutoff_taper) ** 2
+    if x >= x_in:
+        return 0.0
+    if x <= x_out:
+        return -math.inf
+    t = (x - x_out) / (x_in - x_out)
+    return math.log(t ** 3 * (10.0 - 15.0 * t + 6.0 * t * t))
+
+
 def _elu(x: float) -> float:
     return x if x > 0 else math.expm1(x)
 
@@ -328,7 +343,8 @@ def reference_forward(weights: dict[str, np.ndarray], config, positions: np.ndar
             for h in range(heads):
                 logits = []
                 for e in edges[i]:
-                    logits.append(float(q[i, h] @ k[e.j, h]) / math.sqrt(dh) + a[i, h] * e.d2)
+                    decay = a[i, h] * e.d2
+                    logits.append(float(q[i, h] @ k[e.j, h]) / math.sqrt(dh) + decay + _log_switch(cfg, decay))
                 attn = _softmax(logits)
                 logits_all[i][h], attn_all[i][h] = logits, attn
                 if not use_angles:

@@ -13,6 +13,7 @@ from crystalframer.model.config import ModelConfig
 from crystalframer.model.features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width, slot_cosines
 from crystalframer.model.frames import FrameSampling, global_pca_frames, lattice_frames, max_frames, weighted_pca_frames
 from crystalframer.model.geometry import EdgeGeometry
+from crystalframer.model.kernels import CpuAttentionCore, SlotLayout
 
 
 @dataclass
@@ -23,6 +24,17 @@ class LayerTrace:
     sigma: torch.Tensor
     weights: torch.Tensor
     frames: torch.Tensor | None
+
+
+def log_cutoff_switch(x: torch.Tensor, x_out: float, x_in: float) -> torch.Tensor:
+    """log s(x) of the per-head cutoff switch (docs/model.md §1.2): 0 for x ≥ x_in, log of the smoothstep
+    t³(10 − 15t + 6t²) of t = (x − x_out)/(x_in − x_out) between, −inf at x ≤ x_out. Differentiable everywhere it
+    is finite (the logarithm only sees t in (0, 1])."""
+    t = ((x - x_out) / (x_in - x_out)).clamp(max=1.0)
+    positive = t > 0
+    safe = torch.where(positive, t, torch.ones_like(t))
+    log_s = 3.0 * torch.log(safe) + torch.log(10.0 + safe * (-15.0 + 6.0 * safe))
+    return torch.where(positive, log_s, torch.full_like(t, float("-inf")))
 
 
 class PeriodicAttention(nn.Module):
@@ -83,8 +95,10 @@ class PeriodicAttention(nn.Module):
                 return lattice_frames(geom, cfg.num_heads, sampling, cfg.symm_break_noise)
         raise ValueError(f"no frames for method {method!r}")
 
-    def angle_term(self, weights: torch.Tensor, frames: torch.Tensor, geom: EdgeGeometry) -> torch.Tensor:
-        """Σ_k P_kh Σ_m w_m g(e_k·r̂_m): (N, H, head_dim), by the configured ``angle_features`` path."""
+    def angle_term(self, weights: torch.Tensor, frames: torch.Tensor, geom: EdgeGeometry,
+                   ends: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_k P_kh Σ_m w_m g(e_k·r̂_m): (N, H, head_dim), by the configured ``angle_features`` path. ``ends``: the
+        attention kernel's count of each (atom, head)'s slots inside the cutoff, or None."""
         cfg = self.cfg
         centers = angle_centers(cfg.angle_bases, cfg.cos_abs, weights.dtype, weights.device)
         width = angle_width(cfg.angle_bases, cfg.angle_width_scale, cfg.cos_abs)
@@ -92,14 +106,37 @@ class PeriodicAttention(nn.Module):
         if cfg.angle_features == "grid":
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
             return angle_term_grid(weights, frames, geom.unit, geom.row_atom, self.pe_angle_proj, centers, width,
-                                   grid, cfg.cos_abs)
+                                   grid, cfg.cos_abs, ends)
         with torch.no_grad():
             cos = slot_cosines(frames, geom.unit, geom.row_atom, slice(None), cfg.cos_abs)
         return geom.atom_sum(angle_term_exact(weights, cos, self.pe_angle_proj, centers, width))
 
-    def forward(self, x: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor, sampling: FrameSampling,
-                trace: bool = False) -> tuple[torch.Tensor, LayerTrace | None]:
-        """x (N, D) → (N, D). dist_basis: (R, W, K) distance bases of each slot."""
+    @staticmethod
+    def _slot_attention(qk: torch.Tensor, a: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor,
+                        cut: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, softmax weights (R, H, W), pair weights Σ_n w_ijn (N, H, J) and distance features
+        Σ_m w_m b(|r_m|) (N, H, K) in PyTorch operations (GPUs, or CPUs without the compiled kernels). ``cut`` =
+        (x_out, x_in): the per-head cutoff switch on x = a_ih·|r|² (docs/model.md §1.2)."""
+        h, j = qk.shape[1], qk.shape[2]
+        row_atom = geom.row_atom
+        slot_pair = geom.pair_slot[:, None, :].expand(-1, h, -1)  # (R, H, W)
+        logits = torch.gather(qk.index_select(0, row_atom), 2, slot_pair)
+        decay = a[row_atom][..., None] * geom.dist2[:, None, :]
+        logits = logits + decay
+        inside = geom.pad_mask[:, None, :]
+        if cut[0] > float("-inf"):
+            logits = logits + log_cutoff_switch(decay, *cut)
+            inside = inside & (decay > cut[0])
+        logits = logits.masked_fill(~inside, float("-inf"))
+        weights = geom.softmax(logits)
+        pair_weights = geom.atom_sum(weights.new_zeros((geom.num_rows, h, j)).scatter_add_(2, slot_pair, weights))
+        dist_feat = geom.atom_sum(torch.bmm(weights, dist_basis))
+        return weights, logits, pair_weights, dist_feat
+
+    def forward(self, x: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor | SlotLayout,
+                sampling: FrameSampling, trace: bool = False) -> tuple[torch.Tensor, LayerTrace | None]:
+        """x (N, D) → (N, D). dist_basis: the (R, W, K) distance bases of each slot, or on CPUs the
+        :class:`SlotLayout` of the compiled attention kernel."""
         cfg = self.cfg
         n, h, dh = x.shape[0], cfg.num_heads, cfg.head_dim
         q, k, v = self.in_proj(x).view(n, 3, h, dh).unbind(1)
@@ -112,21 +149,19 @@ class PeriodicAttention(nn.Module):
         v_pair = v.index_select(0, pair_dst).view(n, j, h, dh)
         # Broadcast products, not einsum: as a bmm these are N·H tiny (1 × dh)·(dh × J) products, 5x slower.
         qk = (q[:, None] * k_pair).sum(-1).transpose(1, 2) / math.sqrt(dh)  # (N, H, J)
-        row_atom = geom.row_atom
-        slot_pair = geom.pair_slot[:, None, :].expand(-1, h, -1)  # (R, H, W)
-        logits = torch.gather(qk.index_select(0, row_atom), 2, slot_pair)
-        logits = logits + a[row_atom][..., None] * geom.dist2[:, None, :]
-        logits = logits.masked_fill(~geom.pad_mask[:, None, :], float("-inf"))
-        weights = geom.softmax(logits)  # (R, H, W)
+        if isinstance(dist_basis, SlotLayout):  # CPU: the compiled kernel does the per-slot work in one pass
+            weights, logits, pair_weights, dist_feat, ends = CpuAttentionCore.apply(
+                qk, a, dist_basis, cfg.uses_angles, cfg.head_cut)
+        else:
+            weights, logits, pair_weights, dist_feat = self._slot_attention(qk, a, geom, dist_basis, cfg.head_cut)
+            ends = None
         # Σ_m w_m v_j = Σ_j (Σ_n w_ijn) v_j: value sums per pair.
-        pair_weights = geom.atom_sum(weights.new_zeros((geom.num_rows, h, j)).scatter_add_(2, slot_pair, weights))
         out = (pair_weights.transpose(1, 2)[..., None] * v_pair).sum(1)  # (N, H, dh)
-        dist_feat = geom.atom_sum(torch.bmm(weights, dist_basis))  # (N, H, K) = Σ_m w_m b(|r_m|)
         out = out + cfg.dist_coef * torch.einsum("nhk,hdk->nhd", dist_feat, self.pe_dist_proj)
         frames = None
         if cfg.uses_angles:
             frames = self.compute_frames(logits, a, weights, geom, sampling)
-            out = out + cfg.angle_coef * self.angle_term(weights, frames, geom)
+            out = out + cfg.angle_coef * self.angle_term(weights, frames, geom, ends)
 
         y = self.out_proj(out.reshape(n, h * dh))
         info = None

@@ -179,6 +179,7 @@ def upgrade_config(data: dict[str, Any]) -> dict[str, Any]:
     """
     data = {k: v for k, v in data.items() if k not in _OBSOLETE_CONFIG_KEYS}
     data.setdefault("angle_features", "exact")
+    data.setdefault("head_cutoff", False)  # before per-head cutoffs every head used the whole sphere
     return data
 
 

@@ -60,6 +60,11 @@ class ModelConfig:
     # R_c = cutoff_sigmas · r0/√b ≈ 10.9 Å: predictions within 1e-5 eV/atom of the converged lattice sum
     # (docs/model.md); checkpoints record their own value (those trained before this default used 3.5).
     cutoff_sigmas: float = 5.5
+    # Opt-in per-head cutoffs (docs/model.md §1.2): head h of atom i weighs an image-edge by a smooth switch that is 1
+    # within (cutoff_sigmas − cutoff_taper)·σ_ih and falls to 0 at cutoff_sigmas·σ_ih. Faster (fewer image-edges per
+    # head) but not the default: heads whose q·k favours a distant atom lose images that matter (§6.2).
+    head_cutoff: bool = False
+    cutoff_taper: float = 0.5
     # Value position encodings (docs/model.md §2.4).
     dist_bases: int = 64
     dist_max_factor: float = 10.0  # r_max = dist_max_factor * r0
@@ -84,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"frame_method must be one of {FRAME_METHODS}, got {self.frame_method!r}")
         if self.angle_features not in ANGLE_FEATURE_PATHS:
             raise ValueError(f"angle_features must be one of {ANGLE_FEATURE_PATHS}, got {self.angle_features!r}")
+        if self.head_cutoff and not 0 < self.cutoff_taper < self.cutoff_sigmas:
+            raise ValueError(f"cutoff_taper must be in (0, cutoff_sigmas), got {self.cutoff_taper}")
         if not self.angle_grid_tol > 0:
             raise ValueError(f"angle_grid_tol must be positive, got {self.angle_grid_tol}")
         if self.model_dim % self.num_heads:
@@ -103,6 +110,15 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+    @property
+    def head_cut(self) -> tuple[float, float]:
+        """(x_out, x_in) on the log distance factor x = a_ih·|r|² = −|r|²/2σ_ih²: an image-edge leaves head h at
+        x ≤ x_out = −cutoff_sigmas²/2 and has full weight from x ≥ x_in = −(cutoff_sigmas − cutoff_taper)²/2;
+        (−inf, −inf) without per-head cutoffs."""
+        if not self.head_cutoff:
+            return float("-inf"), float("-inf")
+        return -0.5 * self.cutoff_sigmas**2, -0.5 * (self.cutoff_sigmas - self.cutoff_taper) ** 2
 
     @property
     def uses_angles(self) -> bool:

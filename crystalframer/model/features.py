@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from crystalframer.model.angle_kernels import CpuGridAngleTerm, kernels_enabled
+from crystalframer.model.kernels import CpuGridAngleTerm, kernels_enabled
 from crystalframer.model.ops import floored_exp
 
 # Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and
@@ -39,6 +39,35 @@ def distance_basis(dist: torch.Tensor, num_bases: int, r_max: float, width_scale
     out = dist[..., None] - centers
     out.square_().mul_(-0.5 / (width * width))
     return floored_exp(out, inplace=True)
+
+
+# Distance bases outside a slot's window are below this (absolute; each basis is ≤ 1): far below float32 rounding.
+DIST_WINDOW_TOL = 1e-12
+
+
+def distance_window_size(num_bases: int, width_scale: float, tol: float = DIST_WINDOW_TOL) -> tuple[int, int]:
+    """(B, h): the window of B = 2h + 1 consecutive bases around a distance (all K if fewer) outside which every
+    basis is ≤ ``tol``. The nearest centre c is within step/2 of the distance, so a basis k ∉ [c − h, c + h] is at
+    least (h + ½)·step away: exp(−((h + ½)·step)²/2ς²) ≤ tol for h = ⌈(ς/step)·√(2 ln(1/tol)) − ½⌉."""
+    half = max(0, math.ceil(width_scale * math.sqrt(2.0 * math.log(1.0 / tol)) - 0.5))
+    return min(num_bases, 2 * half + 1), half
+
+
+def distance_basis_window(dist: torch.Tensor, num_bases: int, r_max: float, width_scale: float,
+                          tol: float = DIST_WINDOW_TOL) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bases of :func:`distance_basis` that can exceed ``tol``: dist (...) Å → (values (..., B), first (...)),
+    values[..., t] = b_{first + t}(dist). Every basis outside the window is ≤ ``tol`` (:func:`distance_window_size`),
+    so a weighted sum Σ_m w_m b(|r_m|) with Σ w ≤ 1 changes by at most ``tol`` per entry."""
+    size, half = distance_window_size(num_bases, width_scale, tol)
+    step = r_max / num_bases
+    width = width_scale * step
+    nearest = torch.round(dist / step).long() - 1  # centre k sits at (k + 1)·step
+    first = (nearest - half).clamp_(0, num_bases - size)
+    offsets = torch.arange(size, device=dist.device)
+    centers = (first[..., None] + offsets + 1).to(dist.dtype) * step
+    out = dist[..., None] - centers
+    out.square_().mul_(-0.5 / (width * width))
+    return floored_exp(out, inplace=True), first
 
 
 def angle_centers(num_bases: int, cos_abs: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -262,18 +291,21 @@ class _GridAngleTerm(torch.autograd.Function):
 
 def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
                     proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
-                    cos_abs: bool) -> torch.Tensor:
+                    cos_abs: bool, ends: torch.Tensor | None = None) -> torch.Tensor:
     """The same term as :func:`angle_term_exact`, through the tabulated projected basis (see the module doc).
 
     weights: (R, H, W) slot weights (zero on empty slots and the zero image); frames: (N, H, 3, 3) detached;
     unit: (R, W, 3) unit vectors of the slots (zero where empty); row_atom: (R,) the atom of each row;
-    proj: (3, H, head_dim, D). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, four
+    proj: (3, H, head_dim, D); ends (N, H), optional: the compiled kernel's hint that only the first ends[i, h] slots
+    of atom i are inside head h's softmax (see :class:`~crystalframer.model.kernels.CpuGridAngleTerm`).
+    Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, four
     scatter-adds (and four gathers backward); per atom, head and axis: one (G × head_dim) product. On CPU the
-    per-item work runs in the compiled kernels of :mod:`crystalframer.model.angle_kernels` (the same arithmetic).
+    per-item work runs in the compiled kernels of :mod:`crystalframer.model.kernels` (the same arithmetic).
     """
     n, h = frames.shape[:2]
     nodes = grid.nodes(weights.dtype, weights.device)
     table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj).reshape(h * 3, grid.size, -1)
-    term = CpuGridAngleTerm if kernels_enabled(weights) else _GridAngleTerm
-    out = term.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
+    if kernels_enabled(weights):
+        return CpuGridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs, ends)
+    out = _GridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
     return out.view(h, 3, n, -1).sum(1).transpose(0, 1)

@@ -1,7 +1,7 @@
 """Per-batch geometry of the image-edges in the packed-row layout that attention, frames and features share.
 
-Each atom's image-edges (sorted by key atom, then image) are cut into rows of ``ROW_WIDTH`` slots; an atom with c
-edges owns ⌈c/W⌉ consecutive rows. Everything per edge is then a dense (R, H, W) tensor, and per-atom reductions
+Each atom's image-edges (in the given order, or nearest first for per-head cutoffs) are cut into rows of
+``ROW_WIDTH`` slots; an atom with c edges owns ⌈c/W⌉ consecutive rows. Everything per edge is then a dense (R, H, W) tensor, and per-atom reductions
 (softmax normaliser, argmax, weighted sums) first reduce along a row, then add the few rows of an atom together.
 Padding is at most W − 1 slots per atom, however uneven the neighbour counts of a batch are (a dense per-atom row
 padded to the largest count wastes 2–3× at a faithful cutoff). Each atom also has one row of J slots holding its
@@ -25,9 +25,9 @@ class EdgeGeometry:
     """Geometry of a batch's image-edges, computed once per forward pass.
 
     Flat edges (sorted by source atom, then key atom, then image): edge_row, edge_col (E,) the slot of each edge.
-    Rows (R, W): row_atom (R,) the atom owning each row; pad_mask (True where the slot holds an edge); valid (an
-    edge that is not the zero image); vec (R, W, 3) Å; dist2 (R, W) Å^2; unit (R, W, 3) (zero on empty slots and the
-    zero image); pair_slot (R, W) the slot's key atom in its atom's pair row.
+    Rows (R, W) (each atom's slots nearest first with ``nearest_first``): row_atom (R,) the atom owning each row; pad_mask (True where the
+    slot holds an edge); valid (an edge that is not the zero image); vec (R, W, 3) Å; dist2 (R, W) Å^2; unit
+    (R, W, 3) (zero on empty slots and the zero image); pair_slot (R, W) the slot's key atom in its atom's pair row.
     Pair rows (N, J): pair_dst key atom of each pair slot (0 where empty).
     Crystal level: atom_batch (N,), positions (N, 3) Å, lattice (B, 3, 3) Å.
     """
@@ -91,26 +91,39 @@ class EdgeGeometry:
         return first, col, found
 
     def softmax(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax of (R, H, W) logits (−inf on empty slots) over all slots of each atom, across its rows."""
+        """Softmax of (R, H, W) logits over all slots of each atom, across its rows; −inf (empty slots, and slots
+        outside a head's cutoff) gives weight exactly 0."""
         peak = self.atom_max(logits.detach().amax(-1))  # (N, H); a constant shift, so no gradient is lost
-        ex = floored_exp(logits - peak[self.row_atom][..., None]) * self.pad_mask[:, None, :].to(logits.dtype)
+        ex = floored_exp(logits - peak[self.row_atom][..., None]).masked_fill(logits == float("-inf"), 0.0)
         norm = self.atom_sum(ex.sum(-1))  # (N, H)
         return ex / norm[self.row_atom][..., None]
 
     @classmethod
     def build(cls, src: torch.Tensor, dst: torch.Tensor, vec: torch.Tensor, atom_batch: torch.Tensor,
-              positions: torch.Tensor, lattice: torch.Tensor, row_width: int = ROW_WIDTH) -> "EdgeGeometry":
+              positions: torch.Tensor, lattice: torch.Tensor, row_width: int = ROW_WIDTH,
+              nearest_first: bool = False) -> "EdgeGeometry":
+        """Lay out a batch's image-edges (sorted by source atom, then key atom, then image). ``nearest_first``
+        orders each atom's slots by distance (ties in the given order), so that a per-head cutoff is a prefix of
+        them (docs/model.md §1.2); otherwise they keep the given order."""
         n = int(positions.shape[0])
         num_edges = int(src.shape[0])
         device = src.device
+        # ``order`` lists the flat edges in slot order (within each atom: nearest first, or as given).
+        if nearest_first and num_edges:
+            by_dist = torch.argsort((vec * vec).sum(-1), stable=True)
+            order = by_dist[torch.argsort(src[by_dist], stable=True)]
+        else:
+            order = torch.arange(num_edges, device=device)
         counts = torch.bincount(src, minlength=n)
         starts = torch.cumsum(counts, 0) - counts
         rows_per_atom = (counts + row_width - 1) // row_width
         row_atom = torch.repeat_interleave(torch.arange(n, device=device), rows_per_atom)
         atom_first_row = torch.cumsum(rows_per_atom, 0) - rows_per_atom
-        local = torch.arange(num_edges, device=device) - starts[src]  # position within the atom's edges
-        edge_row = atom_first_row[src] + local // row_width
-        edge_col = local % row_width
+        local = torch.arange(num_edges, device=device) - starts[src]  # position (by slot order) within the atom
+        edge_row = torch.empty_like(src)
+        edge_col = torch.empty_like(src)
+        edge_row[order] = atom_first_row[src] + local // row_width  # src[order] == src: both sorted by atom
+        edge_col[order] = local % row_width
         num_rows = int(row_atom.shape[0])
         width = row_width if num_edges else 0
         # Row r holds edges starts[a] + (r − first_row[a])·W + c, c < W, that belong to atom a.
@@ -118,7 +131,7 @@ class EdgeGeometry:
         cols = torch.arange(width, device=device)
         edge_of_slot = row_offset[:, None] + cols[None, :]
         pad_mask = edge_of_slot < (starts + counts)[row_atom][:, None]
-        edge_of_slot = edge_of_slot.clamp(max=max(num_edges - 1, 0))
+        edge_of_slot = order[edge_of_slot.clamp(max=max(num_edges - 1, 0))] if num_edges else edge_of_slot
         zero = torch.zeros((), dtype=vec.dtype, device=device)
         vec_rows = torch.where(pad_mask[..., None], vec[edge_of_slot], zero)
         dist2 = (vec_rows * vec_rows).sum(-1)

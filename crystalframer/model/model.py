@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from crystalframer.model.attention import EncoderBlock, LayerTrace
 from crystalframer.model.config import ModelConfig
-from crystalframer.model.features import distance_basis
+from crystalframer.model.features import distance_basis, distance_basis_window
+from crystalframer.model.kernels import SlotLayout, kernels_enabled
 from crystalframer.model.frames import FrameSampling
 from crystalframer.model.geometry import EdgeGeometry
 from crystalframer.data.batching import inference_batches
@@ -160,10 +161,8 @@ class CrystalFramer(nn.Module):
         cfg = self.config
         sampling = self._sampling(sampling)
         geom = EdgeGeometry.build(batch.edge_src, batch.edge_dst, batch.edge_vec, batch.batch, batch.positions,
-                                  batch.lattice)
-        # Empty slots get b(0); their attention weight is exactly 0, so they add nothing.
-        dist_basis = distance_basis(geom.dist2.sqrt(), cfg.dist_bases, cfg.dist_max_factor * cfg.scale_real,
-                                    cfg.dist_width_scale)
+                                  batch.lattice, nearest_first=cfg.head_cutoff)
+        dist_basis = self._distance_bases(geom)
         x = self.embedding(batch.species)
         traces: list[LayerTrace] = []
         for block in self.blocks:
@@ -174,6 +173,19 @@ class CrystalFramer(nn.Module):
         pooled = segment_sum(x, batch.batch, n_graphs) / batch.num_atoms.to(x.dtype)[:, None]
         out = self.head(pooled)
         return (out, traces) if trace else out
+
+    def _distance_bases(self, geom: EdgeGeometry) -> torch.Tensor | SlotLayout:
+        """The distance bases of every slot: on CPUs with the compiled kernels, the windowed bases packed with the
+        rest of what the fused attention kernel reads (:class:`SlotLayout`); elsewhere all K bases (R, W, K).
+        Empty slots get b(0); their attention weight is exactly 0, so they add nothing."""
+        cfg = self.config
+        dist = geom.dist2.sqrt()
+        r_max = cfg.dist_max_factor * cfg.scale_real
+        if kernels_enabled(geom.dist2):
+            values, first = distance_basis_window(dist, cfg.dist_bases, r_max, cfg.dist_width_scale)
+            return SlotLayout.build(geom.dist2, geom.pair_slot, geom.pad_mask, geom.row_atom, geom.num_atoms,
+                                    values, first, cfg.dist_bases)
+        return distance_basis(dist, cfg.dist_bases, r_max, cfg.dist_width_scale)
 
     # ----- user API -----------------------------------------------------------------------------------
     def make_graph(self, structure: Any, target: Sequence[float] | None = None, ident: str = "") -> CrystalGraph:

@@ -53,6 +53,9 @@ def test_presets():
     assert (d.frame_method, d.num_layers, d.model_dim, d.num_heads, d.ff_dim, d.dist_bases, d.angle_bases) == (
         "max", 4, 128, 8, 512, 64, 64)
     assert d.cutoff == pytest.approx(5.5 * 1.4 / 0.5 ** 0.5)
+    assert not d.head_cutoff and d.head_cut == (float("-inf"), float("-inf"))
+    per_head = ModelConfig(head_cutoff=True, cutoff_sigmas=5.75)
+    assert per_head.head_cut == pytest.approx((-0.5 * 5.75**2, -0.5 * 5.25**2))
     assert set(FRAME_METHODS) >= {"none", "max", "weighted_pca", "static", "pca", "lattice"}
     assert ModelConfig.preset("light") == light
 

@@ -82,10 +82,12 @@ def trained(request):
 
 def _check_cutoff(trained: CrystalFramer, cells: list[Structure], tol: float = CUTOFF_TOL,
                   max_switch_fraction: float = 0.2) -> None:
-    default = ModelConfig().cutoff_sigmas
+    defaults = ModelConfig()
+    default = defaults.cutoff_sigmas
     assert default < CONVERGED_SIGMAS
-    near = with_config(trained, cutoff_sigmas=default, angle_features="exact")
-    far = with_config(trained, cutoff_sigmas=CONVERGED_SIGMAS, angle_features="exact")
+    near = with_config(trained, cutoff_sigmas=default, head_cutoff=defaults.head_cutoff,
+                       cutoff_taper=defaults.cutoff_taper, angle_features="exact")
+    far = with_config(trained, cutoff_sigmas=CONVERGED_SIGMAS, head_cutoff=False, angle_features="exact")
     framed = trained.config.uses_angles
     checked, switched, worst = 0, 0, 0.0
     for structure in cells:
@@ -124,8 +126,8 @@ def test_default_cutoff_is_converged_on_builtin_crystals(trained):
 def test_truncation_error_is_visible_at_the_old_default():
     """The check can fail: the old 3.5σ sphere is far more than 1e-5 eV/atom off on the same crystals."""
     model = load_model("mp-eform-none", dtype=torch.float64)
-    old = with_config(model, cutoff_sigmas=3.5)
-    far = with_config(model, cutoff_sigmas=CONVERGED_SIGMAS)
+    old = with_config(model, cutoff_sigmas=3.5, head_cutoff=False)
+    far = with_config(model, cutoff_sigmas=CONVERGED_SIGMAS, head_cutoff=False)
     cells = example_cells()
     errs = np.abs(old.predict(cells, batch_size=1) - far.predict(cells, batch_size=1))
     assert errs.max() > 10 * CUTOFF_TOL

@@ -144,10 +144,12 @@ def test_reference_comparison_is_sensitive_to_frames(model):
         assert np.all(np.abs(wrong - pred) > 1e3 * REL_TOL * np.abs(pred)), hook.__name__
 
 
-@pytest.mark.parametrize("variant", ["light_two_targets", "cos_abs_unit_pca", "light_static"])
+@pytest.mark.parametrize("variant", ["light_two_targets", "cos_abs_unit_pca", "light_static", "head_cutoff_max",
+                                     "head_cutoff_none"])
 def test_config_variants_match_reference(variant):
     """Other hyperparameters read from ModelConfig: 16 angle bases (light preset), two targets, |cos| bases,
-    unit-vector weighted PCA, three layers."""
+    unit-vector weighted PCA, three layers, per-head cutoffs with their smooth switch (a short cutoff, so that the
+    switch acts on many image-edges of these small cells)."""
     if variant == "light_two_targets":
         cfg = ModelConfig.light(n_targets=2)
         model = ref.make_model("max", STRUCTURES.values(), config=cfg, target_mean=[1.0, -3.0],
@@ -155,6 +157,10 @@ def test_config_variants_match_reference(variant):
     elif variant == "cos_abs_unit_pca":
         cfg = ModelConfig(frame_method="weighted_pca", cos_abs=True, pca_unit_vectors=True, num_layers=3)
         model = ref.make_model("weighted_pca", STRUCTURES.values(), config=cfg)
+    elif variant.startswith("head_cutoff"):
+        method = variant.rsplit("_", 1)[1]
+        cfg = ModelConfig(frame_method=method, head_cutoff=True, cutoff_sigmas=3.0, cutoff_taper=1.0)
+        model = ref.make_model(method, STRUCTURES.values(), config=cfg)
     else:
         cfg = ModelConfig.light(frame_method="static", num_layers=3, cutoff_sigmas=3.0)
         model = ref.make_model("static", STRUCTURES.values(), config=cfg)

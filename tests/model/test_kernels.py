@@ -17,7 +17,7 @@ import torch
 
 from crystalframer import CrystalFramer, ModelConfig, collate
 from crystalframer.examples import EXAMPLES, get_example
-from crystalframer.model import angle_kernels
+from crystalframer.model import kernels
 from crystalframer.model.features import AngleGrid, angle_centers, angle_term_grid, angle_width
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is No
 
 
 def test_the_kernels_build_here():
-    assert angle_kernels.library() is not None, angle_kernels._failed
-    assert angle_kernels.kernels_enabled(torch.zeros(1))
-    assert not angle_kernels.kernels_enabled(torch.zeros(1, dtype=torch.float16))
+    assert kernels.library() is not None, kernels._failed
+    assert kernels.kernels_enabled(torch.zeros(1))
+    assert not kernels.kernels_enabled(torch.zeros(1, dtype=torch.float16))
 
 
 def _inputs(dtype, seed=0, rows=60, heads=3, width=32, atoms=9, head_dim=5, bases=64):
@@ -78,7 +78,7 @@ def test_kernels_match_the_pytorch_version(dtype, rtol, cos_abs, threads, monkey
 def test_atom_ranges_cover_every_atom_once():
     bounds = np.array([0, 5, 5, 6, 20, 21, 21, 40])
     for parts in (1, 2, 3, 8, 20):
-        ranges = angle_kernels._atom_ranges(bounds, parts)
+        ranges = kernels._atom_ranges(bounds, parts)
         assert ranges[0][0] == 0 and ranges[-1][1] == len(bounds) - 1
         assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
         assert len(ranges) <= parts
@@ -94,7 +94,7 @@ def _rattled(name: str, seed: int):
     return s
 
 
-@pytest.mark.parametrize("method", ["max", "weighted_pca"])
+@pytest.mark.parametrize("method", ["none", "max", "weighted_pca", "static"])
 def test_model_with_kernels_matches_model_without(method, monkeypatch):
     """Whole model, float64, training mode: predictions and every parameter gradient agree to rounding."""
     torch.manual_seed(0)
@@ -122,11 +122,11 @@ def test_without_a_compiler_the_model_falls_back_and_says_so(tmp_path):
         "logging.basicConfig(level=logging.WARNING)\n"
         "from crystalframer import CrystalFramer, ModelConfig\n"
         "from crystalframer.examples import get_example\n"
-        "from crystalframer.model import angle_kernels\n"
+        "from crystalframer.model import kernels\n"
         "torch.manual_seed(0)\n"
         "m = CrystalFramer(ModelConfig.preset('default', frame_method='max')).eval()\n"
         "y = m.predict([get_example('NaCl (rock salt)')])\n"
-        "print(json.dumps({'enabled': angle_kernels.kernels_enabled(torch.zeros(1)), 'y': float(y[0][0])}))\n")
+        "print(json.dumps({'enabled': kernels.kernels_enabled(torch.zeros(1)), 'y': float(y[0][0])}))\n")
     env = {**os.environ, "CC": str(tmp_path / "no-such-compiler"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=300)
@@ -134,3 +134,85 @@ def test_without_a_compiler_the_model_falls_back_and_says_so(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["enabled"] is False and np.isfinite(result["y"])
     assert "PyTorch version" in proc.stderr
+
+
+def _attention_inputs(dtype, seed=0, atoms=7, heads=3, width=32):
+    """A random packed-row layout (uneven neighbour counts, padding, several rows per atom) with nearest-first
+    slots, pair rows and pair logits."""
+    from crystalframer.model.geometry import EdgeGeometry
+
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, 80, (atoms,), generator=gen)
+    src = torch.repeat_interleave(torch.arange(atoms), counts)
+    dst = torch.randint(0, atoms, (int(counts.sum()),), generator=gen)
+    order = torch.argsort(src * atoms + dst, stable=True)  # sorted by (src, dst), as the neighbour lists are
+    src, dst = src[order], dst[order]
+    vec = torch.randn(src.shape[0], 3, dtype=torch.float64, generator=gen) * 2.5
+    first = torch.cumsum(counts, 0) - counts
+    vec[first] = 0.0  # each atom's self image
+    geom = EdgeGeometry.build(src, dst, vec.to(dtype), torch.zeros(atoms, dtype=torch.long),
+                              torch.zeros(atoms, 3, dtype=dtype), torch.eye(3, dtype=dtype)[None],
+                              nearest_first=True)
+    pairs = geom.pair_dst.shape[1]
+    qk = (torch.randn(atoms, heads, pairs, dtype=torch.float64, generator=gen) * 3).to(dtype)
+    a = (-0.05 - 0.4 * torch.rand(atoms, heads, dtype=torch.float64, generator=gen)).to(dtype)
+    return geom, qk, a
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("cut", [(float("-inf"), float("-inf")), (-0.5 * 3.0**2, -0.5 * 2.0**2)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_attention_kernel_matches_the_pytorch_version(dtype, rtol, cut, threads):
+    """Weights, logits, pair weights, distance features and the gradients of q·k and a (through all three
+    outputs, the weights' gradient standing in for the angle term's) agree to rounding, with and without the
+    per-head cutoff switch."""
+    from crystalframer.model.attention import PeriodicAttention
+    from crystalframer.model.features import distance_basis, distance_basis_window
+
+    geom, qk, a = _attention_inputs(dtype)
+    dist = geom.dist2.sqrt()
+    full = distance_basis(dist, 64, 14.0, 1.0)
+    values, first = distance_basis_window(dist, 64, 14.0, 1.0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layout = kernels.SlotLayout.build(geom.dist2, geom.pair_slot, geom.pad_mask, geom.row_atom, geom.num_atoms,
+                                          values, first, 64)
+    finally:
+        torch.set_num_threads(previous)
+    results = []
+    for compiled in (True, False):
+        q, aa = qk.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        if compiled:
+            w, logits, pw, feat, _ = kernels.CpuAttentionCore.apply(q, aa, layout, True, cut)
+        else:
+            w, logits, pw, feat = PeriodicAttention._slot_attention(q, aa, geom, full, cut)
+        gen = torch.Generator().manual_seed(5)
+        grads = [torch.randn(t.shape, dtype=dtype, generator=gen) for t in (w, pw, feat)]
+        gq, ga = torch.autograd.grad((w, pw, feat), (q, aa), grads)
+        results.append((w.detach(), logits.detach(), pw.detach(), feat.detach(), gq, ga))
+    for got, want in zip(*results):
+        finite = torch.isfinite(want)
+        assert torch.equal(finite, torch.isfinite(got))  # −inf exactly where the PyTorch version has it
+        got, want = got[finite], want[finite]
+        assert want.abs().max() > 0
+        assert (got - want).abs().max() <= rtol * want.abs().max(), (got - want).abs().max()
+    if cut[0] > float("-inf"):  # the switch acts on some slots and excludes others
+        x = a[geom.row_atom][..., None] * geom.dist2[:, None, :]
+        inside = geom.pad_mask[:, None, :].expand_as(x)
+        assert bool(((x > cut[0]) & (x < cut[1]) & inside).any()) and bool(((x <= cut[0]) & inside).any())
+
+
+def test_distance_window_bound():
+    """Every basis outside a slot's window is below the window's tolerance, and the window holds the rest
+    exactly."""
+    from crystalframer.model.features import DIST_WINDOW_TOL, distance_basis, distance_basis_window
+
+    dist = torch.linspace(0.0, 16.0, 4001, dtype=torch.float64)
+    full = distance_basis(dist, 64, 14.0, 1.0)
+    values, first = distance_basis_window(dist, 64, 14.0, 1.0)
+    window = torch.arange(values.shape[-1])
+    inside = torch.zeros_like(full, dtype=torch.bool).scatter_(1, first[:, None] + window, True)
+    assert torch.equal(full.gather(1, first[:, None] + window), values)
+    assert full[~inside].max() <= DIST_WINDOW_TOL
+    assert full[~inside].max() > DIST_WINDOW_TOL * 1e-3  # the window is not much wider than it needs to be

@@ -1,0 +1,314 @@
+"""Compiled CPU kernels: the fused per-slot work of attention (docs/model.md §6.3) and the grid path of the framed
+angle term (§6.4).
+
+Attention (``csrc/attention_core.c``): logits, the softmax over each atom's slots, the value sums per atom pair and
+the distance features, and their backward pass, in one pass per atom instead of a dozen PyTorch passes over
+(rows, heads, slots) tensors. Angle term (``csrc/angle_grid.c``): the grid path spreads every (image-edge, head, axis) item onto four grid nodes of a per-(head, axis, atom)
+histogram, multiplies the histogram by the tabulated projected basis, and in the backward pass gathers the
+histogram's gradient at the same nodes. In pure PyTorch each per-item step is a separate pass over E·H·3 values in
+memory; the C kernels in ``csrc/angle_grid.c`` do the cosine, the stencil weights and the four additions of a row
+in one go while the atom's histogram stays in cache (measured ~3–4× faster than the PyTorch passes, and than a numba
+version of the same loops).
+
+The C files are compiled on first use with the system C compiler (``$CC``, else ``cc``) into the user cache
+(``$XDG_CACHE_HOME/crystalframer/kernels``, keyed by the source, the compiler flags and the CPU) and loaded with
+ctypes. Where no compiler works, or with ``CRYSTALFRAMER_KERNELS=0``, or on GPUs, the PyTorch version in
+``features.py`` runs instead: same arithmetic, the tests compare the two in float64. Parallelism: the atoms are
+split into ``torch.get_num_threads()`` ranges of about equal rows, each run by a Python thread (ctypes releases the
+GIL), so no second OpenMP runtime is loaded next to PyTorch's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crystalframer.model.ops import log_tiny
+
+log = logging.getLogger(__name__)
+
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("angle_grid.c", "attention_core.c"))
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
+MAX_WIDTH = 256  # slots per row the kernels accept (csrc MAX_WIDTH); geometry.ROW_WIDTH is 32
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_failed: str | None = None
+_pool: ThreadPoolExecutor | None = None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "crystalframer" / "kernels"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and flags (``-march=native`` code is only valid on the same kind of CPU)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            lines = [ln for ln in fh if ln.startswith(("model name", "flags"))][:2]
+        return "".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compile(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(out), "-lm"], check=True, capture_output=True,
+                       timeout=120)
+        os.replace(out, target)  # atomic: concurrent processes never load a half-written library
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        angle_forward = getattr(lib, f"cf_angle_fwd_{suffix}")
+        angle_forward.argtypes = [ptr] * 5 + [i64] * 6 + [real, real, ctypes.c_int, ptr, ptr]
+        angle_forward.restype = ctypes.c_int
+        angle_backward = getattr(lib, f"cf_angle_bwd_{suffix}")
+        angle_backward.argtypes = [ptr] * 5 + [i64] * 6 + [real, real, ctypes.c_int] + [ptr] * 4
+        angle_backward.restype = ctypes.c_int
+        forward = getattr(lib, f"cf_attn_fwd_{suffix}")
+        forward.argtypes = [ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5
+        forward.restype = ctypes.c_int
+        backward = getattr(lib, f"cf_attn_bwd_{suffix}")
+        backward.argtypes = [ptr] * 7 + [i64] * 7 + [real, real] + [ptr] * 7
+        backward.restype = ctypes.c_int
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (building them on first use), or None where they cannot be built."""
+    global _library, _failed
+    if _library is not None or _failed is not None:
+        return _library
+    with _lock:
+        if _library is not None or _failed is not None:
+            return _library
+        compiler = os.environ.get("CC") or "cc"
+        try:
+            if shutil.which(compiler) is None:
+                raise FileNotFoundError(f"no C compiler {compiler!r} on PATH")
+            key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + " ".join([compiler, *FLAGS]).encode()
+                                 + _cpu_signature().encode()).hexdigest()[:16]
+            target = _cache_dir() / f"crystalframer-{platform.machine()}-{key}.so"
+            if not target.exists():
+                _compile(compiler, target)
+            lib = ctypes.CDLL(str(target))
+            _declare(lib)
+            _library = lib
+        except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            _failed = f"{exc} {detail.decode(errors='replace')[:400]}".strip()
+            log.warning("CPU angle-feature kernels unavailable (%s); using the PyTorch version (slower).", _failed)
+    return _library
+
+
+def kernels_enabled(tensor: torch.Tensor) -> bool:
+    """Whether the compiled kernels handle this tensor: float32/float64 on the CPU, kernels buildable, not disabled
+    by ``CRYSTALFRAMER_KERNELS=0``."""
+    if tensor.device.type != "cpu" or tensor.dtype not in (torch.float32, torch.float64):
+        return False
+    if os.environ.get("CRYSTALFRAMER_KERNELS", "1") == "0":
+        return False
+    return library() is not None
+
+
+def _atom_ranges(bounds: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Split atoms into ≤ ``parts`` consecutive ranges of about equal numbers of rows."""
+    num_atoms, rows = len(bounds) - 1, int(bounds[-1])
+    if parts <= 1 or num_atoms <= 1 or rows == 0:
+        return [(0, num_atoms)]
+    cuts = np.searchsorted(bounds, np.linspace(0, rows, parts + 1)[1:-1]).tolist()
+    edges = sorted({0, num_atoms, *[min(max(int(c), 0), num_atoms) for c in cuts]})
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _run_parallel(fn, ranges: list[tuple[int, int]], make_args) -> None:
+    """fn(*make_args(lo, hi)) for each atom range (lo, hi), in parallel threads; raises if a kernel reports an
+    error."""
+    global _pool
+    if len(ranges) == 1:
+        codes = [fn(*make_args(*ranges[0]))]
+    else:
+        if _pool is None or _pool._max_workers < len(ranges):  # noqa: SLF001 - resize on a thread-count change
+            _pool = ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="crystalframer-kernel")
+        codes = list(_pool.map(lambda rg: fn(*make_args(*rg)), ranges))
+    if any(codes):
+        raise RuntimeError(f"CPU kernel failed (codes {codes}); row width over {MAX_WIDTH}?")
+
+
+def _ptr(t: torch.Tensor | np.ndarray) -> int:
+    return t.data_ptr() if isinstance(t, torch.Tensor) else t.ctypes.data
+
+
+def _atom_row_bounds(row_atom: torch.Tensor, num_atoms: int) -> np.ndarray:
+    """(N + 1,) first row of each atom (rows are sorted by atom), int64."""
+    counts = torch.bincount(row_atom, minlength=num_atoms)
+    bounds = np.zeros(num_atoms + 1, dtype=np.int64)
+    np.cumsum(counts.numpy(), out=bounds[1:])
+    return bounds
+
+
+class CpuGridAngleTerm(torch.autograd.Function):
+    """(N, H, head_dim): Σ_axes Σ_m w_m T̃_{h,axis}(c_m), the table interpolated at each item's cosine with the cubic
+    Lagrange weights of the grid (what the PyTorch version computes as a histogram of the items times the table).
+
+    weights (R, H, W), zero on empty slots, the zero image and past each head's cutoff; table (Q = 3H, G, head_dim);
+    frames (N, H, 3, 3) detached; unit (R, W, 3); row_atom (R,), sorted. ``ends`` (N, H) int64, optional: only
+    the first ends[i, h] slots of atom i are inside head h's softmax (slots are nearest first); the others are not
+    visited and their weight gradient is reported as 0 (nothing upstream depends on it). Slots without a direction
+    get weight gradient 0.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, table: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor,
+                row_atom: torch.Tensor, num_atoms: int, grid, cos_abs: bool,  # type: ignore[override]
+                ends: torch.Tensor | None = None) -> torch.Tensor:
+        lib = library()
+        suffix = "f32" if weights.dtype == torch.float32 else "f64"
+        weights_c = weights.detach().contiguous()
+        ends_c = None if ends is None else ends.to(torch.int64).contiguous()
+        frames_c = frames.detach().to(weights.dtype).contiguous()
+        unit_t = unit.detach().to(weights.dtype).transpose(1, 2).contiguous()  # (R, 3, W)
+        table_c = table.detach().contiguous()
+        bounds = _atom_row_bounds(row_atom, num_atoms)
+        heads, width = weights.shape[1], weights.shape[2]
+        dim = table.shape[-1]
+        out = weights.new_empty((num_atoms, heads, dim))
+        ranges = _atom_ranges(bounds, torch.get_num_threads())
+        _run_parallel(getattr(lib, f"cf_angle_fwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(weights_c), _ptr(frames_c), _ptr(unit_t), _ptr(bounds), None if ends_c is None else _ptr(ends_c), lo,
+            hi, heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table_c), _ptr(out)))
+        ctx.save_for_backward(weights_c, table_c, frames_c, unit_t)
+        ctx.meta = (grid, cos_abs, bounds, ranges, ends_c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        weights, table, frames, unit_t = ctx.saved_tensors
+        grid, cos_abs, bounds, ranges, ends = ctx.meta
+        need_weights, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_weights or need_table):
+            return None, None, None, None, None, None, None, None, None
+        lib = library()
+        suffix = "f32" if grad_out.dtype == torch.float32 else "f64"
+        grad_out = grad_out.contiguous()
+        heads, width = weights.shape[1], weights.shape[2]
+        dim = table.shape[-1]
+        grad_weights = torch.empty_like(weights)
+        # One table gradient per thread (threads write disjoint atoms but share the table), summed afterwards.
+        grad_tables = table.new_zeros((len(ranges),) + tuple(table.shape)) if need_table else None
+        slot = {rg: k for k, rg in enumerate(ranges)}
+        _run_parallel(getattr(lib, f"cf_angle_bwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(weights), _ptr(frames), _ptr(unit_t), _ptr(bounds), None if ends is None else _ptr(ends), lo, hi,
+            heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table), _ptr(grad_out),
+            _ptr(grad_weights),
+            _ptr(grad_tables[slot[(lo, hi)]]) if grad_tables is not None else None))
+        grad_table = grad_tables.sum(0) if grad_tables is not None else None
+        return (grad_weights if need_weights else None), grad_table, None, None, None, None, None, None, None
+
+
+@dataclass
+class SlotLayout:
+    """The per-slot inputs of the attention kernels, prepared once per forward pass and shared by the layers.
+
+    dist2 (R, W) Å²; pair_slot (R, W) int64; pad (R, W) uint8 (1 where the slot holds an image-edge); basis (R, W, B)
+    the window of B consecutive distance bases first_basis .. first_basis + B − 1 of each slot (the others are below
+    the window's bound, :func:`crystalframer.model.features.distance_basis_window`); num_bases K; bounds (N + 1,)
+    the first row of each atom; ranges the atom ranges run by the threads.
+    """
+
+    dist2: torch.Tensor
+    pair_slot: torch.Tensor
+    pad: torch.Tensor
+    basis: torch.Tensor
+    first_basis: torch.Tensor
+    num_bases: int
+    bounds: np.ndarray
+    ranges: list[tuple[int, int]]
+
+    @classmethod
+    def build(cls, dist2: torch.Tensor, pair_slot: torch.Tensor, pad_mask: torch.Tensor, row_atom: torch.Tensor,
+              num_atoms: int, basis: torch.Tensor, first_basis: torch.Tensor, num_bases: int) -> "SlotLayout":
+        bounds = _atom_row_bounds(row_atom, num_atoms)
+        return cls(dist2=dist2.contiguous(), pair_slot=pair_slot.contiguous(),
+                   pad=pad_mask.to(torch.uint8).contiguous(), basis=basis.contiguous(),
+                   first_basis=first_basis.contiguous(), num_bases=num_bases, bounds=bounds,
+                   ranges=_atom_ranges(bounds, torch.get_num_threads()))
+
+
+class CpuAttentionCore(torch.autograd.Function):
+    """The per-slot work of one attention layer in one compiled pass per atom (``csrc/attention_core.c``).
+
+    qk (N, H, J): q·k/√d of each atom pair; a (N, H): the Gaussian coefficients a_ih; cut = (x_out, x_in): the
+    per-head cutoff switch on x = a_ih·|r|² (:attr:`ModelConfig.head_cut`; (−inf, −inf): none). Returns weights
+    (R, H, W) (the softmax over each atom's slots, times the switch; zero outside the cutoff), logits (R, H, W) (−inf on empty slots; only when
+    ``need_logits``, else an empty tensor; −inf outside the cutoff; no gradient), pair weights (N, H, J) = Σ_n w_ijn and distance features
+    (N, H, K) = Σ_m w_m b(|r_m|), and ends (N, H) int64: the number of atom i's slots (nearest first) inside head h's
+    cutoff. The backward pass takes the gradients of all three (the weights' from the angle
+    term of framed models) and returns those of qk and a.
+    """
+
+    @staticmethod
+    def forward(ctx, qk: torch.Tensor, a: torch.Tensor, layout: SlotLayout,  # type: ignore[override]
+                need_logits: bool, cut: tuple[float, float]) -> tuple[torch.Tensor, ...]:
+        lib = library()
+        suffix = "f32" if qk.dtype == torch.float32 else "f64"
+        qk_c, a_c = qk.detach().contiguous(), a.detach().contiguous()
+        n, heads, pairs = qk_c.shape
+        rows, width = layout.dist2.shape
+        window = layout.basis.shape[-1]
+        weights = qk.new_empty((rows, heads, width))
+        logits = qk.new_empty((rows, heads, width) if need_logits else (0,))
+        pair_weights = qk.new_zeros((n, heads, pairs))
+        features = qk.new_zeros((n, heads, layout.num_bases))
+        ends = torch.empty((n, heads), dtype=torch.int64)
+        floor = log_tiny(qk.dtype)
+        _run_parallel(getattr(lib, f"cf_attn_fwd_{suffix}"), layout.ranges, lambda lo, hi: (
+            _ptr(qk_c), _ptr(a_c), _ptr(layout.dist2), _ptr(layout.pair_slot), _ptr(layout.pad), _ptr(layout.basis),
+            _ptr(layout.first_basis), _ptr(layout.bounds), lo, hi, heads, width, pairs, layout.num_bases, window,
+            floor, cut[0], cut[1], _ptr(logits) if need_logits else None, _ptr(weights), _ptr(pair_weights), _ptr(features),
+            _ptr(ends)))
+        ctx.save_for_backward(weights, ends, a_c)
+        ctx.layout, ctx.shape, ctx.cut = layout, (n, heads, pairs), cut
+        ctx.mark_non_differentiable(logits, ends)
+        ctx.set_materialize_grads(False)
+        return weights, logits, pair_weights, features, ends
+
+    @staticmethod
+    def backward(ctx, grad_weights, grad_logits, grad_pairs, grad_features, grad_ends):  # type: ignore[override]
+        weights, ends, a = ctx.saved_tensors
+        layout: SlotLayout = ctx.layout
+        n, heads, pairs = ctx.shape
+        rows, width = layout.dist2.shape
+        lib = library()
+        suffix = "f32" if weights.dtype == torch.float32 else "f64"
+        grad_pairs = weights.new_zeros((n, heads, pairs)) if grad_pairs is None else grad_pairs.contiguous()
+        if grad_features is None:
+            grad_features = weights.new_zeros((n, heads, layout.num_bases))
+        grad_features = grad_features.contiguous()
+        extra = None if grad_weights is None else grad_weights.contiguous()
+        grad_logit = weights.new_empty((rows, heads, width))
+        grad_qk = weights.new_zeros((n, heads, pairs))
+        grad_a = weights.new_zeros((n, heads))
+        _run_parallel(getattr(lib, f"cf_attn_bwd_{suffix}"), layout.ranges, lambda lo, hi: (
+            _ptr(weights), _ptr(layout.dist2), _ptr(layout.pair_slot), _ptr(ends), _ptr(layout.basis),
+            _ptr(layout.first_basis), _ptr(layout.bounds), lo, hi, heads, width, pairs, layout.num_bases,
+            layout.basis.shape[-1], ctx.cut[0], ctx.cut[1], _ptr(a), _ptr(grad_pairs), _ptr(grad_features), None if extra is None else _ptr(extra),
+            _ptr(grad_logit), _ptr(grad_qk), _ptr(grad_a)))
+        return grad_qk, grad_a, None, None, None
