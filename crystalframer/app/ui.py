@@ -262,14 +262,31 @@ export default function(component) {
   const { data, setTriggerValue } = component;
   window.cfPick = window.cfPick || {};
   window.cfPick[data.id] = (k) => setTriggerValue("pick", k);
+  if (!data.plotly) return;
+  // Plotly 3D scenes emit plotly_click but no selection event: listen on the keyed chart's graph div.
+  const bind = () => {
+    const gd = document.querySelector(".st-key-" + data.id + " .js-plotly-plot");
+    if (!gd || !gd.on || gd.__cfPickBound) return;
+    gd.__cfPickBound = true;
+    gd.on("plotly_click", (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      if (!p || p.customdata === undefined || p.customdata === null) return;
+      const k = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+      if (window.cfPick[data.id]) window.cfPick[data.id](k);
+    });
+  };
+  bind();
+  const timer = setInterval(bind, 400);
+  return () => clearInterval(timer);
 }
 """
 
 
 @st.cache_resource(show_spinner=False)
 def _pick_bridge():
-    """A component with no visuals: the 3Dmol.js iframe calls ``window.parent.cfPick[id](k)`` on a click, and this
-    turns it into a Streamlit trigger value (a rerun)."""
+    """A component with no visuals that turns a click into a Streamlit trigger value (a rerun): the 3Dmol.js iframe
+    calls ``window.parent.cfPick[id](k)``; for Plotly it listens to the chart's ``plotly_click`` (3D scenes have no
+    selection events, so ``on_select`` alone never fires there)."""
     import streamlit.components.v2 as components_v2
 
     return components_v2.component("crystalframer.pick_bridge", js=_PICK_BRIDGE_JS)
@@ -320,6 +337,9 @@ def show_scene(scene: Scene, height: int = 480, key: str | None = None, labels: 
         selection = event.get("selection") if hasattr(event, "get") else None
         points = list(selection.get("points", [])) if selection else []
         handle_pick(key, scene, {"selection": {"points": points}} if points else None, pick_key)
+        result = _pick_bridge()(data={"id": key, "plotly": True}, key=f"{key}_bridge",
+                                on_pick_change=lambda: None, height=0)
+        handle_pick(f"{key}_click", scene, getattr(result, "pick", None), pick_key)
     else:
         st.plotly_chart(fig, width="stretch", key=key, config=config)
     return fig

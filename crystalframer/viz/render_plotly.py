@@ -111,7 +111,9 @@ def add_scene(fig: go.Figure, scene: Scene, row: int | None = None, col: int | N
                                  "x": 1.0, "tickformat": ".3f"}}), **where)
 
 
-CAMERA = {"eye": {"x": 2.1, "y": 1.0, "z": 0.75}, "up": {"x": 0, "y": 0, "z": 1}}
+# An oblique view (as in the paper's figures), close enough that the cell fills the panel (|eye| ≈ 1.5).
+CAMERA = {"eye": {"x": 1.3, "y": 0.62, "z": 0.46}, "up": {"x": 0, "y": 0, "z": 1}}
+EYE_DISTANCE = 1.5
 
 
 def camera_for(scene: Scene, distance: float = 1.0) -> dict:
@@ -120,7 +122,7 @@ def camera_for(scene: Scene, distance: float = 1.0) -> dict:
     if scene.view is None:
         return {"eye": {k: v * distance for k, v in CAMERA["eye"].items()}, "up": CAMERA["up"],
                 "projection": {"type": "perspective"}}
-    d = 2.4 * distance * np.asarray(scene.view.direction, dtype=np.float64)
+    d = EYE_DISTANCE * distance * np.asarray(scene.view.direction, dtype=np.float64)
     u = np.asarray(scene.view.up, dtype=np.float64)
     return {"eye": {"x": float(d[0]), "y": float(d[1]), "z": float(d[2])},
             "up": {"x": float(u[0]), "y": float(u[1]), "z": float(u[2])},
@@ -180,7 +182,7 @@ def grid_figure(scenes: Sequence[Scene], height: int = 320, cols: int | None = N
         add_scene(fig, scene, row=c // cols + 1, col=c % cols + 1, marker_scale=32.0, showlegend=(c == 0),
                   colorbar=(c == 0))
     bounds = _common_bounds(scenes)  # one scale for every panel, so layers compare at a glance
-    layout = {("scene" if c == 0 else f"scene{c + 1}"): _axis_layout(0.6, bounds, scene)
+    layout = {("scene" if c == 0 else f"scene{c + 1}"): _axis_layout(1.0, bounds, scene)
               for c, scene in enumerate(scenes)}
     fig.update_layout(height=height * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0},
                       legend={"orientation": "h", "x": 0.0, "y": -0.02}, **layout)

@@ -1,4 +1,6 @@
-"""Drive the real app in Debian's Chromium: the Home page predicts, the 3D canvas renders; screenshots are saved.
+"""Drive the real app in Debian's Chromium, with each 3D renderer: the Home page predicts and renders 3D; deep links
+(/home, /attention?…) open the right state; clicking an atom makes it the target; the PNG buttons save images and
+the exported HTML draws with the network blocked; every page is screenshotted.
 
 Skips when /usr/bin/chromium or the playwright package is missing (CI installs chromium with apt).
 Screenshots go to tests/artifacts/ (git-ignored).
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
@@ -163,5 +167,177 @@ def test_home_predicts_and_renders_3d(server):
             assert _scene_element(page, renderer) is not None
             time.sleep(3.0)
             page.screenshot(path=str(ARTIFACTS / f"compare_{renderer}.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# clicks, deep links, exports and every page (issue 10)
+# ---------------------------------------------------------------------------------------------------------------
+# In the 3Dmol.js iframe: every clickable sphere's screen position, its structure index j (from its hover label) and
+# element; the viewers are the page's cfViewers_<id> (render_3dmol.view_html).
+SPHERES_JS = """() => {
+  const keys = Object.keys(window).filter(k => k.startsWith('cfViewers_'));
+  if (!keys.length || !window[keys[0]].length) return null;
+  const v = window[keys[0]][0];
+  const out = [];
+  (v.shapes || []).forEach((s) => {
+    if (!s.clickable || !s.intersectionShape || !s.intersectionShape.sphere.length) return;
+    const c = s.intersectionShape.sphere[0].center;
+    const p = v.modelToScreen({x: c.x, y: c.y, z: c.z});
+    const m = String(s.hover_callback || '').match(/"([A-Z][a-z]?) j=(\\d+) /);
+    if (m) out.push({element: m[1], j: +m[2], x: p.x, y: p.y, r: s.intersectionShape.sphere[0].radius});
+  });
+  return out;
+}"""
+
+
+def _goto(page, url: str, selector: str = '[data-testid="stDataFrame"]') -> None:
+    page.goto(url)
+    page.wait_for_selector(selector, timeout=180_000)
+    _wait_until_idle(page)
+    body = page.inner_text("body")
+    assert "Page not found" not in body, url
+    assert not page.query_selector('[data-testid="stException"]'), f"the script raised on {url}"
+
+
+def _target_atom(page) -> str:
+    return page.locator('input[aria-label="Target atom"]').input_value().strip()
+
+
+def _click_atom_3dmol(page, element: str, not_j: int) -> int:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        for frame in page.frames:
+            if frame == page.main_frame:
+                continue
+            try:
+                spheres = frame.evaluate(SPHERES_JS)
+            except Exception:
+                continue
+            if not spheres:
+                continue
+            candidates = [s for s in spheres if s["element"] == element and s["j"] != not_j]
+            if not candidates:
+                continue
+            best = max(candidates, key=lambda s: s["r"])
+            box = frame.frame_element().bounding_box()
+            page.mouse.click(box["x"] + best["x"], box["y"] + best["y"])
+            return int(best["j"])
+        time.sleep(0.5)
+    raise AssertionError("no clickable atom found in the 3Dmol.js view")
+
+
+def _click_atom_plotly(page, element: str, not_j: int) -> int:
+    """Hover over the main scene on a grid until Plotly's hover label names another atom of ``element``; click."""
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    for fy in np.linspace(0.2, 0.8, 16):
+        for fx in np.linspace(0.15, 0.75, 16):
+            x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+            page.mouse.move(x, y)
+            time.sleep(0.06)
+            label = page.evaluate("Array.from(document.querySelectorAll('.hovertext')).map(e => e.textContent)"
+                                  ".join(' ')")
+            match = re.search(r"\b([A-Z][a-z]?) j=(\d+) ", label or "")
+            if match and match.group(1) == element and int(match.group(2)) != not_j:
+                page.mouse.down(); time.sleep(0.08); page.mouse.up()
+                return int(match.group(2))
+    raise AssertionError("no atom of %s found under the mouse in the Plotly view" % element)
+
+
+def _png_download(page, trigger, suffix: str = "_layer1.png") -> bytes:
+    """The main view's PNG (its file is <formula>_atom<j>_layer<k>.png; the strip's is …_layers.png)."""
+    with page.expect_download(timeout=60_000) as info:
+        trigger()
+    assert info.value.suggested_filename.endswith(suffix), info.value.suggested_filename
+    data = Path(info.value.path()).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return data
+
+
+def test_click_deep_links_exports_and_every_page(server):
+    url, renderer = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1900}, accept_downloads=True)
+            page = context.new_page()
+
+            # /home is a deep link too (it used to answer "Page not found"); the example comes from the URL.
+            _goto(page, url + "/home?example=ZnS", '[data-testid="stMetric"]')
+            assert "ZnS" in page.inner_text('[data-testid="stMetric"]')
+            assert "example=ZnS" in page.url
+            assert _scene_element(page, renderer) is not None
+            time.sleep(2.0)
+            page.screenshot(path=str(ARTIFACTS / f"page_home_{renderer}.png"), full_page=True)
+
+            # Attention: the link sets the target (Ti 1); a click on an O makes that O the target.
+            _goto(page, url + "/attention?example=SrTiO3&layer=1&head=0&atom=1")
+            assert _target_atom(page) == "1: Ti"
+            assert _scene_element(page, renderer) is not None
+            time.sleep(3.0)
+            page.screenshot(path=str(ARTIFACTS / f"page_attention_{renderer}.png"), full_page=True)
+            click = _click_atom_3dmol if renderer == "3dmol" else _click_atom_plotly
+            j = click(page, "O", not_j=1)
+            time.sleep(1.0)
+            _wait_until_idle(page)
+            assert _target_atom(page) == f"{j}: O", "the click did not change the target atom"
+            assert f"atom={j}" in page.url  # and the URL follows
+            time.sleep(3.0)
+            page.screenshot(path=str(ARTIFACTS / f"page_attention_clicked_{renderer}.png"), full_page=True)
+
+            # PNG export of the main view, drawn in the browser.
+            if renderer == "3dmol":
+                # The main view is the topmost 3Dmol.js iframe (the layer strip has its own PNG button below).
+                frames = [f for f in page.frames if f != page.main_frame and f.query_selector("button.cf-png")]
+                frame = min(frames, key=lambda f: f.frame_element().bounding_box()["y"])
+                png = _png_download(page, lambda: frame.click("button.cf-png"))
+            else:
+                chart = page.locator('[data-testid="stPlotlyChart"]').first
+                chart.hover()
+                png = _png_download(page, lambda: chart.locator('[data-title="Download plot as a PNG"]').click())
+            assert _ink_fraction(png) > 0.01, "the PNG is blank"
+            (ARTIFACTS / f"export_view_{renderer}.png").write_bytes(png)
+
+            # The HTML export draws with every network request blocked.
+            with page.expect_download(timeout=60_000) as info:
+                page.get_by_role("button", name="Download scene (HTML)").click()
+            html_path = ARTIFACTS / f"export_scene_{renderer}.html"
+            html_path.write_bytes(Path(info.value.path()).read_bytes())
+            offline = context.new_page()
+            offline.route("http*://**", lambda route: route.abort())
+            offline.goto(html_path.as_uri())
+            canvas = None
+            for _ in range(60):
+                canvas = offline.query_selector("canvas")
+                if canvas is not None and (canvas.bounding_box() or {}).get("width", 0) > 100:
+                    break
+                time.sleep(0.5)
+            assert canvas is not None, "the exported HTML drew nothing offline"
+            time.sleep(3.0)
+            assert _ink_fraction(canvas.screenshot()) > 0.01, "the exported HTML is blank offline"
+            shot = offline.screenshot()
+            (ARTIFACTS / f"export_scene_offline_{renderer}.png").write_bytes(shot)
+            offline.close()
+
+            # Compare frames (Zn in zincblende: a tetrahedron), Perturbation (a sweep), Fine-tune (an upload).
+            _goto(page, url + "/compare?example=ZnS&atom=1&head=0")
+            assert "Zn (site 1): CN 4, tetrahedral" in page.inner_text("body")
+            time.sleep(3.0)
+            page.screenshot(path=str(ARTIFACTS / f"page_compare_{renderer}.png"), full_page=True)
+
+            _goto(page, url + "/perturbation?example=SrTiO3", '[data-testid="stButton"]')
+            page.get_by_role("button", name="Run sweep").click()
+            page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=300_000)
+            _wait_until_idle(page)
+            time.sleep(2.0)
+            page.screenshot(path=str(ARTIFACTS / f"page_perturbation_{renderer}.png"), full_page=True)
+
+            _goto(page, url + "/finetune", '[data-testid="stFileUploader"]')
+            time.sleep(1.0)
+            page.screenshot(path=str(ARTIFACTS / f"page_finetune_{renderer}.png"), full_page=True)
         finally:
             browser.close()
