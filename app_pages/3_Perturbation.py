@@ -131,3 +131,5 @@ if result is not None:
         st.info("None of the chosen models uses frames.")
     st.download_button("Results (CSV)", df.to_csv(index=False), file_name=f"perturbation_{result['kind']}.csv",
                        mime="text/csv", key="pert_dl")
+
+ui.write_deep_link()
