@@ -185,7 +185,7 @@ class CpuGridAngleTerm(torch.autograd.Function):
         ends_c = None if ends is None else ends.to(torch.int64).contiguous()
         frames_c = frames.detach().to(weights.dtype).contiguous()
         unit_t = unit.detach().to(weights.dtype).transpose(1, 2).contiguous()  # (R, 3, W)
-        table_c = table.detach().contiguous()
+        table_t = table.detach().transpose(1, 2).contiguous()  # (Q, head_dim, G)
         bounds = _atom_row_bounds(row_atom, num_atoms)
         heads, width = weights.shape[1], weights.shape[2]
         dim = table.shape[-1]
@@ -193,14 +193,14 @@ class CpuGridAngleTerm(torch.autograd.Function):
         ranges = _atom_ranges(bounds, torch.get_num_threads())
         _run_parallel(getattr(lib, f"cf_angle_fwd_{suffix}"), ranges, lambda lo, hi: (
             _ptr(weights_c), _ptr(frames_c), _ptr(unit_t), _ptr(bounds), None if ends_c is None else _ptr(ends_c), lo,
-            hi, heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table_c), _ptr(out)))
-        ctx.save_for_backward(weights_c, table_c, frames_c, unit_t)
+            hi, heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table_t), _ptr(out)))
+        ctx.save_for_backward(weights_c, table_t, frames_c, unit_t)
         ctx.meta = (grid, cos_abs, bounds, ranges, ends_c)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        weights, table, frames, unit_t = ctx.saved_tensors
+        weights, table_t, frames, unit_t = ctx.saved_tensors
         grid, cos_abs, bounds, ranges, ends = ctx.meta
         need_weights, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_weights or need_table):
@@ -209,17 +209,17 @@ class CpuGridAngleTerm(torch.autograd.Function):
         suffix = "f32" if grad_out.dtype == torch.float32 else "f64"
         grad_out = grad_out.contiguous()
         heads, width = weights.shape[1], weights.shape[2]
-        dim = table.shape[-1]
+        dim = table_t.shape[1]
         grad_weights = torch.empty_like(weights)
         # One table gradient per thread (threads write disjoint atoms but share the table), summed afterwards.
-        grad_tables = table.new_zeros((len(ranges),) + tuple(table.shape)) if need_table else None
+        grad_tables = table_t.new_zeros((len(ranges),) + tuple(table_t.shape)) if need_table else None
         slot = {rg: k for k, rg in enumerate(ranges)}
         _run_parallel(getattr(lib, f"cf_angle_bwd_{suffix}"), ranges, lambda lo, hi: (
             _ptr(weights), _ptr(frames), _ptr(unit_t), _ptr(bounds), None if ends is None else _ptr(ends), lo, hi,
-            heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table), _ptr(grad_out),
+            heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table_t), _ptr(grad_out),
             _ptr(grad_weights),
             _ptr(grad_tables[slot[(lo, hi)]]) if grad_tables is not None else None))
-        grad_table = grad_tables.sum(0) if grad_tables is not None else None
+        grad_table = grad_tables.sum(0).transpose(1, 2) if grad_tables is not None else None
         return (grad_weights if need_weights else None), grad_table, None, None, None, None, None, None, None
 
 

@@ -22,6 +22,16 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+/* Flush subnormal results and operands to zero while a kernel runs, restoring the caller's mode (products of
+   floored weights and gradients can be subnormal: a microcode assist each on x86; see angle_grid.c). */
+#define FTZ_BEGIN const unsigned int csr_ = _mm_getcsr(); _mm_setcsr(csr_ | 0x8040);
+#define FTZ_END _mm_setcsr(csr_);
+#else
+#define FTZ_BEGIN
+#define FTZ_END
+#endif
 
 /* exp(x) for log_floor <= x <= 0 (the only arguments here: logits minus their maximum, floored), in a form the
    compiler vectorizes: x = n·ln2 + r with |r| <= ln2/2, e^r by a polynomial (float: degree 6, double: the (3, 3)
@@ -87,6 +97,7 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
                          int64_t *ends) {                                                                           \
     const int tapered = x_in > x_out;                                                                                \
     const T inv_span = tapered ? (T)1 / (x_in - x_out) : (T)0;                                                       \
+    FTZ_BEGIN                                                                                                        \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
         const int64_t r0 = atom_rows[i], r1 = atom_rows[i + 1];                                                      \
         const int64_t slots = (r1 - r0) * width;                                                                     \
@@ -179,6 +190,7 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
             }                                                                                                        \
         }                                                                                                            \
     }                                                                                                                \
+    FTZ_END                                                                                                          \
     return 0;                                                                                                        \
 }                                                                                                                    \
                                                                                                                      \
@@ -189,6 +201,7 @@ int cf_attn_bwd_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_s
                          T *glogit, T *gqk, T *ga) {                                                                \
     const int tapered = x_in > x_out;                                                                                \
     const T inv_span = tapered ? (T)1 / (x_in - x_out) : (T)0;                                                       \
+    FTZ_BEGIN                                                                                                        \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
         const int64_t r0 = atom_rows[i], r1 = atom_rows[i + 1];                                                      \
         const T *gf = gfeat + i * heads * bases;                                                                     \
@@ -244,6 +257,7 @@ int cf_attn_bwd_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_s
             ga[i * heads + h] = gah;                                                                                 \
         }                                                                                                            \
     }                                                                                                                \
+    FTZ_END                                                                                                          \
     return 0;                                                                                                        \
 }
 
