@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from crystalframer.model.geometry import EdgeGeometry
+from crystalframer.model.kernels import kernels_enabled, max_frame_axes
 from crystalframer.model.ops import segment_sum
 
 PARALLEL_LIMIT = 0.9999  # axis-2 candidates with |cos| at or above this are "parallel" to e1
@@ -126,6 +127,11 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     """
     h = score_base.shape[1]
     n = geom.num_atoms
+    if kernels_enabled(score_base):  # CPU: the same rules in one compiled pass per atom and head
+        e1, t2, ok1, ok2 = max_frame_axes(score_base, weights, geom.unit, geom.vec, geom.dist2, geom.valid, a,
+                                          geom.row_atom, sampling.stochastic and noise > 0, 0.5 * noise,
+                                          0.5 * noise, sampling.generator)
+        return _assemble_max_frames(e1, t2, ok1, ok2, score_base)
     neg_inf = torch.tensor(float("-inf"), dtype=score_base.dtype, device=score_base.device)
     eligible = geom.valid[:, None, :]
     score1 = torch.where(eligible, score_base, neg_inf)
@@ -148,13 +154,21 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     if not sampling.stochastic:
         t2 = _orient_translation_ties(t2, row2, col2, score2, weights, geom)
 
+    return _assemble_max_frames(e1, t2, ok1, ok2, score_base)
+
+
+def _assemble_max_frames(e1: torch.Tensor, t2: torch.Tensor, ok1: torch.Tensor, ok2: torch.Tensor,
+                         like: torch.Tensor) -> torch.Tensor:
+    """Frames (N, H, 3, 3) from the chosen directions e1, t2 (N, H, 3): Gram–Schmidt, e3 = e1 × e2; the identity
+    where no axis 1 was found."""
+    n, h = e1.shape[:2]
     # Without an axis-2 candidate every neighbour is parallel to e1 (a chain): all of them have cosine 0 with any
     # perpendicular axis, so any perpendicular e2 gives the same features; take one built from e1 alone.
     t2 = torch.where(ok2[..., None], t2, _any_perpendicular(e1))
     e2 = F.normalize(t2 - (e1 * t2).sum(-1, keepdim=True) * e1, dim=-1)
     e3 = torch.cross(e1, e2, dim=-1)
     frames = torch.stack([e1, e2, e3], dim=-2)
-    return torch.where(ok1[..., None, None], frames, _identity_frames(n, h, score_base))
+    return torch.where(ok1[..., None, None], frames, _identity_frames(n, h, like))
 
 
 def _any_perpendicular(axis: torch.Tensor) -> torch.Tensor:

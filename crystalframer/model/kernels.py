@@ -40,7 +40,7 @@ from crystalframer.model.ops import log_tiny
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("angle_grid.c", "attention_core.c"))
+SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("angle_grid.c", "attention_core.c", "max_frames.c"))
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
 MAX_WIDTH = 256  # slots per row the kernels accept (csrc MAX_WIDTH); geometry.ROW_WIDTH is 32
 
@@ -89,6 +89,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         backward = getattr(lib, f"cf_attn_bwd_{suffix}")
         backward.argtypes = [ptr] * 7 + [i64] * 7 + [real, real] + [ptr] * 7
         backward.restype = ctypes.c_int
+        frames = getattr(lib, f"cf_max_frames_{suffix}")
+        frames.argtypes = [ptr] * 8 + [i64] * 4 + [ctypes.c_int, real, real, ctypes.c_uint64] + [ptr] * 3
+        frames.restype = ctypes.c_int
 
 
 def library() -> ctypes.CDLL | None:
@@ -312,3 +315,32 @@ class CpuAttentionCore(torch.autograd.Function):
             layout.basis.shape[-1], ctx.cut[0], ctx.cut[1], _ptr(a), _ptr(grad_pairs), _ptr(grad_features), None if extra is None else _ptr(extra),
             _ptr(grad_logit), _ptr(grad_qk), _ptr(grad_a)))
         return grad_qk, grad_a, None, None, None
+
+
+def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit: torch.Tensor, vec: torch.Tensor,
+                   dist2: torch.Tensor, valid: torch.Tensor, a: torch.Tensor, row_atom: torch.Tensor,
+                   stochastic: bool, half_width1: float, half_width2: float,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two chosen directions of max (or static) frames, by the rules of :func:`frames.max_frames`
+    (``csrc/max_frames.c``): scores, weights (R, H, W); unit, vec (R, W, 3); dist2 (R, W); valid (R, W) bool;
+    a (N, H). Returns d1, d2 (N, H, 3) (oriented; zero where not found) and found1, found2 (N, H) bool.
+    Stochastic tie-break noise comes from a counter-based generator keyed by one seed drawn from ``generator``
+    (the global generator when None), so the draws are reproducible from the caller's generator."""
+    lib = library()
+    suffix = "f32" if scores.dtype == torch.float32 else "f64"
+    n, heads = a.shape
+    width = scores.shape[2]
+    bounds = _atom_row_bounds(row_atom, n)
+    ranges = _atom_ranges(bounds, torch.get_num_threads())
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if stochastic else 0
+    tensors = [t.detach().contiguous() for t in (scores, weights, unit, vec, dist2)]
+    valid_u8 = valid.to(torch.uint8).contiguous()
+    a_c = a.detach().to(scores.dtype).contiguous()
+    d1 = scores.new_empty((n, heads, 3))
+    d2 = scores.new_empty((n, heads, 3))
+    found = torch.empty((n, heads, 2), dtype=torch.uint8)
+    _run_parallel(getattr(lib, f"cf_max_frames_{suffix}"), ranges, lambda lo, hi: (
+        *[_ptr(t) for t in tensors], _ptr(valid_u8), _ptr(a_c), _ptr(bounds), lo, hi, heads, width,
+        int(stochastic), half_width1, half_width2, seed, _ptr(d1), _ptr(d2), _ptr(found)))
+    found = found.bool()
+    return d1, d2, found[..., 0], found[..., 1]
