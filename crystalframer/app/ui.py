@@ -263,17 +263,26 @@ export default function(component) {
   window.cfPick = window.cfPick || {};
   window.cfPick[data.id] = (k) => setTriggerValue("pick", k);
   if (!data.plotly) return;
-  // Plotly 3D scenes emit plotly_click but no selection event: listen on the keyed chart's graph div.
+  // Plotly 3D scenes have no selection events, and their plotly_click needs the mouse within 5 px of a marker's
+  // centre; so: remember the atom under the mouse (plotly_hover, customdata = scene-atom index) and take a
+  // mouse-up that did not drag as a click on it.
   const bind = () => {
     const gd = document.querySelector(".st-key-" + data.id + " .js-plotly-plot");
     if (!gd || !gd.on || gd.__cfPickBound) return;
     gd.__cfPickBound = true;
-    gd.on("plotly_click", (ev) => {
+    let hovered = null, down = null;
+    gd.on("plotly_hover", (ev) => {
       const p = ev && ev.points && ev.points[0];
-      if (!p || p.customdata === undefined || p.customdata === null) return;
-      const k = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
-      if (window.cfPick[data.id]) window.cfPick[data.id](k);
+      const c = p ? p.customdata : undefined;
+      hovered = (c === undefined || c === null) ? null : (Array.isArray(c) ? c[0] : c);
     });
+    gd.on("plotly_unhover", () => { hovered = null; });
+    gd.addEventListener("mousedown", (e) => { down = [e.clientX, e.clientY]; }, true);
+    gd.addEventListener("mouseup", (e) => {
+      const still = down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) < 5;
+      down = null;
+      if (still && hovered !== null && window.cfPick[data.id]) window.cfPick[data.id](hovered);
+    }, true);
   };
   bind();
   const timer = setInterval(bind, 400);

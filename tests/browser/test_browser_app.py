@@ -228,8 +228,13 @@ def _click_atom_3dmol(page, element: str, not_j: int) -> int:
     raise AssertionError("no clickable atom found in the 3Dmol.js view")
 
 
+def _hover_label(page) -> str:
+    return page.evaluate("Array.from(document.querySelectorAll('.hovertext')).map(e => e.textContent).join(' ')") or ""
+
+
 def _click_atom_plotly(page, element: str, not_j: int) -> int:
-    """Hover over the main scene on a grid until Plotly's hover label names another atom of ``element``; click."""
+    """Hover over the main scene on a grid until Plotly's hover label names another atom of ``element`` (and still
+    does after a pause: a label can lag behind the mouse), then click there."""
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.scroll_into_view_if_needed()
     box = chart.bounding_box()
@@ -238,12 +243,18 @@ def _click_atom_plotly(page, element: str, not_j: int) -> int:
             x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
             page.mouse.move(x, y)
             time.sleep(0.06)
-            label = page.evaluate("Array.from(document.querySelectorAll('.hovertext')).map(e => e.textContent)"
-                                  ".join(' ')")
-            match = re.search(r"\b([A-Z][a-z]?) j=(\d+) ", label or "")
-            if match and match.group(1) == element and int(match.group(2)) != not_j:
-                page.mouse.down(); time.sleep(0.08); page.mouse.up()
-                return int(match.group(2))
+            match = re.search(r"\b([A-Z][a-z]?) j=(\d+) ", _hover_label(page))
+            if not match or match.group(1) != element or int(match.group(2)) == not_j:
+                continue
+            page.mouse.move(x + 1, y)
+            time.sleep(0.5)
+            again = re.search(r"\b([A-Z][a-z]?) j=(\d+) ", _hover_label(page))
+            if not again or again.groups() != match.groups():
+                continue
+            page.mouse.down()  # a still click anywhere on the atom (not just within 5 px of its centre)
+            time.sleep(0.1)
+            page.mouse.up()
+            return int(match.group(2))
     raise AssertionError("no atom of %s found under the mouse in the Plotly view" % element)
 
 
