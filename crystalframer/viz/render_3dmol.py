@@ -188,14 +188,29 @@ def grid_view(scenes: Sequence[Scene], width: int | None = 240, height: int = 26
     total = "100%" if width is None else width * cols
     view = py3Dmol.view(width=total, height=height * rows, viewergrid=(rows, cols), linked=linked,
                         js=js_url or cdn_url())
+    low, high = _common_bounds(scenes)
     for c, scene in enumerate(scenes):
         where = (c // cols, c % cols)
         _draw(view, scene, viewer=where, hover=hover)
+        # Invisible corners of the panels' common box: zoomTo then gives every panel the same scale, so layers
+        # with more neighbours shown do not look smaller.
+        for corner in (low, high):
+            view.addSphere({"center": _xyz(corner), "radius": 0.01, "opacity": 0.0, "color": "white"},
+                           viewer=where)
         if scene.view is None:
             _orient(view, viewer=where)
         view.zoomTo(viewer=where)
     _remember(view, scenes, True, file_stem)
     return view
+
+
+def _common_bounds(scenes: Sequence[Scene]) -> tuple[np.ndarray, np.ndarray]:
+    pts = ([a.position for s in scenes for a in s.atoms] + [p for s in scenes for seg in s.cell for p in seg]
+           + [a.end for s in scenes for a in s.arrows] + [lab.position for s in scenes for lab in s.labels])
+    if not pts:
+        return np.zeros(3), np.zeros(3)
+    arr = np.asarray(pts, dtype=np.float64)
+    return arr.min(axis=0), arr.max(axis=0)
 
 
 def _luminance(color: str) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -335,5 +337,11 @@ def test_3dmol_draws_polyhedra_overlays_png_and_clicks(insp):
         assert "$3Dmolpromise = Promise.resolve()" in page and "cdn.jsdelivr" not in page.split("<body")[0]
     grid = render_3dmol.view_html(render_3dmol.grid_view([scene] * 4, rows=2))
     assert "rows: 2, cols: 2" in grid and "cf-png" in grid and grid.count("setView(s)") == 4
+    # Every panel gets the same invisible corners, so zoomTo gives all panels one scale.
+    small = attention_scene(insp, 0, 1, head=0, neighbor_cutoff=0.9)
+    strip = render_3dmol.view_html(render_3dmol.grid_view([scene, small]))
+    corners = re.findall(r'viewergrid_\d+\[0\]\[(\d)\]\.addSphere\((\{[^}]*\}, "radius": 0\.01, "opacity": 0\.0)', strip)
+    assert sorted(c for c, _ in corners) == ["0", "0", "1", "1"]
+    assert {spec for c, spec in corners if c == "0"} == {spec for c, spec in corners if c == "1"}
     plain = render_3dmol.view_html(render_3dmol.scene_view(attention_scene(insp, 0, 1, head=0)))
     assert "cfPick" not in plain and "setView(s)" not in plain
