@@ -136,7 +136,7 @@ def _draw(view, scene: Scene, viewer: tuple[int, int] | None = None, labels: Seq
     for lab in scene.labels:
         view.addLabel(lab.text, {"position": _xyz(lab.position), "fontSize": int(lab.size), "fontColor": lab.color,
                                  "backgroundOpacity": 0.0, "inFront": True, "alignment": "center",
-                                 "bold": lab.kind == "axis"}, **kw)
+                                 "bold": lab.kind in ("axis", "lattice")}, **kw)
     for k in labels:
         atom = scene.atoms[k]
         view.addLabel(atom.label, {"position": _xyz(atom.position), "fontSize": 11, "fontColor": "black",

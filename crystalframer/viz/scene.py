@@ -218,7 +218,7 @@ def _lattice_labels(lattice: np.ndarray, repeat: Repeat) -> list[SceneLabel]:
         tip = 0.55 * repeat[k] * lat[k]
         others = lat.sum(axis=0) - lat[k]
         nudge = -0.08 * others / max(np.linalg.norm(others), 1e-9) * min(2.0, float(np.linalg.norm(lat[k])))
-        out.append(SceneLabel(text=name, position=tip + nudge, color="#333333", size=16, kind="lattice"))
+        out.append(SceneLabel(text=name, position=tip + nudge, color="#222222", size=16, kind="lattice"))
     return out
 
 
