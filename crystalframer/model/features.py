@@ -46,26 +46,34 @@ DIST_WINDOW_TOL = 1e-12
 
 
 def distance_window_size(num_bases: int, width_scale: float, tol: float = DIST_WINDOW_TOL) -> tuple[int, int]:
-    """(B, h): the window of B = 2h + 1 consecutive bases around a distance (all K if fewer) outside which every
-    basis is ≤ ``tol``. The nearest centre c is within step/2 of the distance, so a basis k ∉ [c − h, c + h] is at
-    least (h + ½)·step away: exp(−((h + ½)·step)²/2ς²) ≤ tol for h = ⌈(ς/step)·√(2 ln(1/tol)) − ½⌉."""
+    """(B, h): windows of B consecutive bases starting at a multiple of B/2 that contain the bases c − h … c + h
+    around a distance (all K if fewer), outside which every basis is ≤ ``tol``. The nearest centre c is within
+    step/2 of the distance, so a basis k ∉ [c − h, c + h] is at least (h + ½)·step away: exp(−((h + ½)·step)²/2ς²)
+    ≤ tol for h = ⌈(ς/step)·√(2 ln(1/tol)) − ½⌉. B/2 ≥ 2h + 1 rounded up to 8 (B = 32 for the default width):
+    windows either coincide or do not overlap within a half, so the kernels' accumulations never straddle two
+    half-windows (which costs a store-forwarding stall each on x86)."""
     half = max(0, math.ceil(width_scale * math.sqrt(2.0 * math.log(1.0 / tol)) - 0.5))
-    return min(num_bases, 2 * half + 1), half
+    size = 2 * (8 * math.ceil((2 * half + 1) / 8))
+    return min(num_bases, size), half
 
 
 def distance_basis_window(dist: torch.Tensor, num_bases: int, r_max: float, width_scale: float,
                           tol: float = DIST_WINDOW_TOL) -> tuple[torch.Tensor, torch.Tensor]:
     """The bases of :func:`distance_basis` that can exceed ``tol``: dist (...) Å → (values (..., B), first (...)),
-    values[..., t] = b_{first + t}(dist). Every basis outside the window is ≤ ``tol`` (:func:`distance_window_size`),
-    so a weighted sum Σ_m w_m b(|r_m|) with Σ w ≤ 1 changes by at most ``tol`` per entry."""
+    values[..., t] = b_{first + t}(dist), first a multiple of B/2 (:func:`distance_window_size`). Every basis outside
+    the window is ≤ ``tol``, so a weighted sum Σ_m w_m b(|r_m|) with Σ w ≤ 1 changes by at most ``tol`` per entry."""
     size, half = distance_window_size(num_bases, width_scale, tol)
     step = r_max / num_bases
     width = width_scale * step
     nearest = torch.round(dist / step).long() - 1  # centre k sits at (k + 1)·step
-    first = (nearest - half).clamp_(0, num_bases - size)
-    offsets = torch.arange(size, device=dist.device)
-    centers = (first[..., None] + offsets + 1).to(dist.dtype) * step
-    out = dist[..., None] - centers
+    if size < num_bases:
+        stride = size // 2
+        first = torch.div((nearest - half).clamp_(min=0), stride, rounding_mode="floor") * stride
+        first = first.clamp_(max=num_bases - size)
+    else:
+        first = torch.zeros_like(nearest)
+    offsets = torch.arange(size, device=dist.device, dtype=dist.dtype) * step
+    out = (dist - (first + 1).to(dist.dtype) * step)[..., None] - offsets  # distance to each centre of the window
     out.square_().mul_(-0.5 / (width * width))
     return floored_exp(out, inplace=True), first
 

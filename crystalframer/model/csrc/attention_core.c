@@ -185,7 +185,11 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
                     if (s0 + m >= e[h]) continue;                                                                    \
                     const T v = weights[(r * heads + h) * width + m];                                                \
                     T *fh = f + h * bases + k;                                                                       \
-                    for (int64_t t = 0; t < window; t++) fh[t] += v * b[t];                                          \
+                    if (window == 32) { /* the default width: a fixed-length loop the compiler unrolls */             \
+                        for (int64_t t = 0; t < 32; t++) fh[t] += v * b[t];                                          \
+                    } else {                                                                                         \
+                        for (int64_t t = 0; t < window; t++) fh[t] += v * b[t];                                      \
+                    }                                                                                                \
                 }                                                                                                    \
             }                                                                                                        \
         }                                                                                                            \
@@ -217,7 +221,12 @@ int cf_attn_bwd_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_s
                     if (s0 + m >= e[h]) { glogit[out] = 0; continue; }                                               \
                     const T *gfh = gf + h * bases + k;                                                               \
                     T g = gp[h * pairs + pair];                                                                      \
-                    for (int64_t t = 0; t < window; t++) g += gfh[t] * b[t];                                         \
+                    if (window == 32) {                                                                              \
+                        _Pragma("omp simd reduction(+:g)")                                                           \
+                        for (int64_t t = 0; t < 32; t++) g += gfh[t] * b[t];                                         \
+                    } else {                                                                                         \
+                        for (int64_t t = 0; t < window; t++) g += gfh[t] * b[t];                                     \
+                    }                                                                                                \
                     if (extra) g += extra[out];                                                                      \
                     glogit[out] = g;                                                                                 \
                 }                                                                                                    \
