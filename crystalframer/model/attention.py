@@ -13,7 +13,7 @@ from crystalframer.model.config import ModelConfig
 from crystalframer.model.features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width, slot_cosines
 from crystalframer.model.frames import FrameSampling, global_pca_frames, lattice_frames, max_frames, weighted_pca_frames
 from crystalframer.model.geometry import EdgeGeometry
-from crystalframer.model.kernels import CpuAttentionCore, SlotLayout
+from crystalframer.model.kernels import CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout
 
 
 @dataclass
@@ -141,22 +141,24 @@ class PeriodicAttention(nn.Module):
         n, h, dh = x.shape[0], cfg.num_heads, cfg.head_dim
         q, k, v = self.in_proj(x).view(n, 3, h, dh).unbind(1)
         a, sigma = self.gaussian_coefficients(q)
-        # Keys and values of each atom's pair row (N, J, H, dh): q·k once per atom pair (i, j); each image-edge adds
-        # a_ih·|r|^2 to its pair's logit. One softmax per atom over all of its image-edge slots.
-        j = geom.pair_dst.shape[1]
-        pair_dst = geom.pair_dst.reshape(-1)
-        k_pair = k.index_select(0, pair_dst).view(n, j, h, dh)
-        v_pair = v.index_select(0, pair_dst).view(n, j, h, dh)
-        # Broadcast products, not einsum: as a bmm these are N·H tiny (1 × dh)·(dh × J) products, 5x slower.
-        qk = (q[:, None] * k_pair).sum(-1).transpose(1, 2) / math.sqrt(dh)  # (N, H, J)
-        if isinstance(dist_basis, SlotLayout):  # CPU: the compiled kernel does the per-slot work in one pass
+        # q·k once per atom pair (i, j) (each atom has a row of its distinct key atoms); each image-edge adds
+        # a_ih·|r|^2 to its pair's logit. One softmax per atom over all of its image-edge slots. Value sums per pair:
+        # Σ_m w_m v_j = Σ_j (Σ_n w_ijn) v_j.
+        if isinstance(dist_basis, SlotLayout):  # CPU: compiled kernels, per pair and per slot
+            qk = CpuPairDot.apply(q, k, geom.pair_dst, geom.pair_count, 1.0 / math.sqrt(dh))
             weights, logits, pair_weights, dist_feat, ends = CpuAttentionCore.apply(
                 qk, a, dist_basis, cfg.uses_angles, cfg.head_cut)
+            out = CpuPairMix.apply(pair_weights, v, geom.pair_dst, geom.pair_count)  # (N, H, dh)
         else:
+            j = geom.pair_dst.shape[1]
+            pair_dst = geom.pair_dst.reshape(-1)
+            k_pair = k.index_select(0, pair_dst).view(n, j, h, dh)
+            v_pair = v.index_select(0, pair_dst).view(n, j, h, dh)
+            # Broadcast products, not einsum: as a bmm these are N·H tiny (1 × dh)·(dh × J) products, 5x slower.
+            qk = (q[:, None] * k_pair).sum(-1).transpose(1, 2) / math.sqrt(dh)  # (N, H, J)
             weights, logits, pair_weights, dist_feat = self._slot_attention(qk, a, geom, dist_basis, cfg.head_cut)
             ends = None
-        # Σ_m w_m v_j = Σ_j (Σ_n w_ijn) v_j: value sums per pair.
-        out = (pair_weights.transpose(1, 2)[..., None] * v_pair).sum(1)  # (N, H, dh)
+            out = (pair_weights.transpose(1, 2)[..., None] * v_pair).sum(1)  # (N, H, dh)
         out = out + cfg.dist_coef * torch.einsum("nhk,hdk->nhd", dist_feat, self.pe_dist_proj)
         frames = None
         if cfg.uses_angles:

@@ -28,7 +28,7 @@ class EdgeGeometry:
     Rows (R, W) (each atom's slots nearest first with ``nearest_first``): row_atom (R,) the atom owning each row; pad_mask (True where the
     slot holds an edge); valid (an edge that is not the zero image); vec (R, W, 3) Å; dist2 (R, W) Å^2; unit
     (R, W, 3) (zero on empty slots and the zero image); pair_slot (R, W) the slot's key atom in its atom's pair row.
-    Pair rows (N, J): pair_dst key atom of each pair slot (0 where empty).
+    Pair rows (N, J): pair_dst key atom of each pair slot (0 where empty); pair_count (N,) the number of pairs.
     Crystal level: atom_batch (N,), positions (N, 3) Å, lattice (B, 3, 3) Å.
     """
 
@@ -42,6 +42,7 @@ class EdgeGeometry:
     unit: torch.Tensor
     pair_slot: torch.Tensor
     pair_dst: torch.Tensor
+    pair_count: torch.Tensor
     atom_batch: torch.Tensor
     positions: torch.Tensor
     lattice: torch.Tensor
@@ -156,7 +157,9 @@ class EdgeGeometry:
             pair_slot = torch.where(pad_mask, pair_local[edge_of_slot], zero_i)
         else:
             pair_dst = torch.zeros((n, 0), dtype=torch.long, device=device)
+            pair_counts = torch.zeros(n, dtype=torch.long, device=device)
             pair_slot = torch.zeros((num_rows, 0), dtype=torch.long, device=device)
         return cls(edge_row=edge_row, edge_col=edge_col, row_atom=row_atom, pad_mask=pad_mask,
                    valid=valid, vec=vec_rows, dist2=dist2, unit=unit, pair_slot=pair_slot, pair_dst=pair_dst,
+                   pair_count=pair_counts,
                    atom_batch=atom_batch, positions=positions, lattice=lattice)

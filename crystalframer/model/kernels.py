@@ -40,7 +40,8 @@ from crystalframer.model.ops import log_tiny
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name("csrc") / name for name in ("angle_grid.c", "attention_core.c", "max_frames.c"))
+SOURCES = tuple(Path(__file__).with_name("csrc") / name
+                for name in ("angle_grid.c", "attention_core.c", "max_frames.c", "pair_products.c"))
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
 MAX_WIDTH = 256  # slots per row the kernels accept (csrc MAX_WIDTH); geometry.ROW_WIDTH is 32
 
@@ -89,6 +90,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         backward = getattr(lib, f"cf_attn_bwd_{suffix}")
         backward.argtypes = [ptr] * 7 + [i64] * 7 + [real, real] + [ptr] * 7
         backward.restype = ctypes.c_int
+        for name, args in (("dot_fwd", [ptr] * 4 + [i64] * 5 + [real, ptr]),
+                           ("dot_bwd", [ptr] * 4 + [i64] * 5 + [real] + [ptr] * 3),
+                           ("mix_fwd", [ptr] * 4 + [i64] * 5 + [ptr]),
+                           ("mix_bwd", [ptr] * 4 + [i64] * 5 + [ptr] * 3)):
+            fn = getattr(lib, f"cf_pair_{name}_{suffix}")
+            fn.argtypes = args
+            fn.restype = ctypes.c_int
         frames = getattr(lib, f"cf_max_frames_{suffix}")
         frames.argtypes = [ptr] * 8 + [i64] * 4 + [ctypes.c_int, real, real, ctypes.c_uint64] + [ptr] * 3
         frames.restype = ctypes.c_int
@@ -344,3 +352,85 @@ def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit: torch.Tens
         int(stochastic), half_width1, half_width2, seed, _ptr(d1), _ptr(d2), _ptr(found)))
     found = found.bool()
     return d1, d2, found[..., 0], found[..., 1]
+
+
+def _pair_ranges(count: torch.Tensor) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(count as int64 numpy, atom ranges of about equal numbers of pairs for the threads)."""
+    counts = count.detach().cpu().numpy().astype(np.int64)
+    bounds = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    return np.ascontiguousarray(counts), _atom_ranges(bounds, torch.get_num_threads())
+
+
+class CpuPairDot(torch.autograd.Function):
+    """s (N, H, J) = scale · <a[i, h], b[dst[i, j], h]> for each atom's pairs j < count[i] (0 beyond): q·k/√d.
+    a, b (N, H, D); dst (N, J) int64; count (N,) int64 (``csrc/pair_products.c``)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, dst: torch.Tensor, count: torch.Tensor,  # type: ignore[override]
+                scale: float) -> torch.Tensor:
+        lib = library()
+        suffix = "f32" if a.dtype == torch.float32 else "f64"
+        a_c, b_c, dst_c = a.detach().contiguous(), b.detach().contiguous(), dst.contiguous()
+        counts, ranges = _pair_ranges(count)
+        n, heads, dim = a_c.shape
+        pairs = dst_c.shape[1]
+        out = a_c.new_empty((n, heads, pairs))
+        _run_parallel(getattr(lib, f"cf_pair_dot_fwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(a_c), _ptr(b_c), _ptr(dst_c), _ptr(counts), lo, hi, heads, pairs, dim, scale, _ptr(out)))
+        ctx.save_for_backward(a_c, b_c, dst_c)
+        ctx.meta = (counts, ranges, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        a, b, dst = ctx.saved_tensors
+        counts, ranges, scale = ctx.meta
+        lib = library()
+        suffix = "f32" if a.dtype == torch.float32 else "f64"
+        grad = grad.contiguous()
+        n, heads, dim = a.shape
+        ga = torch.empty_like(a)
+        gbs = a.new_zeros((len(ranges),) + tuple(b.shape))  # one per thread: b's gradient reaches other atoms
+        slot = {rg: k for k, rg in enumerate(ranges)}
+        _run_parallel(getattr(lib, f"cf_pair_dot_bwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(a), _ptr(b), _ptr(dst), _ptr(counts), lo, hi, heads, dst.shape[1], dim, scale, _ptr(grad), _ptr(ga),
+            _ptr(gbs[slot[(lo, hi)]])))
+        return ga, gbs.sum(0), None, None, None
+
+
+class CpuPairMix(torch.autograd.Function):
+    """o (N, H, D) = Σ_{j < count[i]} p[i, h, j] · b[dst[i, j], h]: the value sums of attention.
+    p (N, H, J); b (N, H, D); dst (N, J) int64; count (N,) int64 (``csrc/pair_products.c``)."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, b: torch.Tensor, dst: torch.Tensor,  # type: ignore[override]
+                count: torch.Tensor) -> torch.Tensor:
+        lib = library()
+        suffix = "f32" if p.dtype == torch.float32 else "f64"
+        p_c, b_c, dst_c = p.detach().contiguous(), b.detach().contiguous(), dst.contiguous()
+        counts, ranges = _pair_ranges(count)
+        n, heads, dim = b_c.shape
+        pairs = dst_c.shape[1]
+        out = b_c.new_empty((n, heads, dim))
+        _run_parallel(getattr(lib, f"cf_pair_mix_fwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(p_c), _ptr(b_c), _ptr(dst_c), _ptr(counts), lo, hi, heads, pairs, dim, _ptr(out)))
+        ctx.save_for_backward(p_c, b_c, dst_c)
+        ctx.meta = (counts, ranges)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        p, b, dst = ctx.saved_tensors
+        counts, ranges = ctx.meta
+        lib = library()
+        suffix = "f32" if p.dtype == torch.float32 else "f64"
+        grad = grad.contiguous()
+        n, heads, dim = b.shape
+        gp = torch.empty_like(p)
+        gbs = b.new_zeros((len(ranges),) + tuple(b.shape))
+        slot = {rg: k for k, rg in enumerate(ranges)}
+        _run_parallel(getattr(lib, f"cf_pair_mix_bwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(p), _ptr(b), _ptr(dst), _ptr(counts), lo, hi, heads, dst.shape[1], dim, _ptr(grad), _ptr(gp),
+            _ptr(gbs[slot[(lo, hi)]])))
+        return gp, gbs.sum(0), None, None

@@ -276,3 +276,32 @@ def test_max_frames_kernel_noise_is_seeded_and_breaks_ties(monkeypatch):
     picks = {tuple(np.round(e1(seed).numpy(), 6)) for seed in range(24)}
     assert len(picks) > 1
     assert all(sorted(np.abs(p)) == [0.0, 0.0, 1.0] for p in picks)  # along a cubic axis: a Ti–O bond
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_pair_products_match_their_definition(threads):
+    """q·k per pair and value sums per pair (and their gradients, gradcheck in float64) against the explicit
+    gathers, with uneven pair counts: entries past an atom's count stay zero and get no gradient."""
+    gen = torch.Generator().manual_seed(1)
+    n, heads, pairs, dim = 9, 3, 7, 5
+    count = torch.randint(1, pairs + 1, (n,), generator=gen)
+    dst = torch.randint(0, n, (n, pairs), generator=gen)
+    dst[torch.arange(pairs)[None, :] >= count[:, None]] = 0
+    a, b = (torch.randn(n, heads, dim, dtype=torch.float64, generator=gen).requires_grad_(True) for _ in range(2))
+    p = torch.randn(n, heads, pairs, dtype=torch.float64, generator=gen)
+    p[(torch.arange(pairs)[None, :] >= count[:, None])[:, None, :].expand(-1, heads, -1)] = 0.0
+    p.requires_grad_(True)
+    inside = (torch.arange(pairs)[None, :] < count[:, None])[:, None, :]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dot = kernels.CpuPairDot.apply(a, b, dst, count, 0.25)
+        mix = kernels.CpuPairMix.apply(p, b, dst, count)
+        want_dot = 0.25 * torch.einsum("ihd,ijhd->ihj", a, b[dst]) * inside
+        want_mix = torch.einsum("ihj,ijhd->ihd", p, b[dst])
+        torch.testing.assert_close(dot, want_dot, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(mix, want_mix, rtol=1e-12, atol=1e-14)
+        assert torch.autograd.gradcheck(lambda x, y: kernels.CpuPairDot.apply(x, y, dst, count, 0.25), (a, b))
+        assert torch.autograd.gradcheck(lambda x, y: kernels.CpuPairMix.apply(x, y, dst, count), (p, b))
+    finally:
+        torch.set_num_threads(previous)
