@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from crystalframer.app.text import finetune_summary
+from crystalframer.app.jobs import FinetuneJob
+from crystalframer.app.text import finetune_summary, number_with_unit
 from crystalframer.app.uploads import UploadError, parse_dataset, select_target, split_indices
 from crystalframer.model.checkpoint import save_checkpoint
 from crystalframer.train.finetune import finetune, normalization_compatible
-from crystalframer.structure import StructureError
 from crystalframer.viz import charts
 from crystalframer.app import ui
 
@@ -59,19 +59,23 @@ with st.expander("Preview"):
     st.dataframe(preview.head(200), hide_index=True)
 
 st.subheader("2. Settings")
-c1, c2, c3 = st.columns(3)
-default_target = model.config.target_names[0] if model.config.target_names[0] in dataset.targets else None
-target = ui.widget(c1.selectbox, "Target column", "ft_target", options=dataset.targets, default=default_target)
-unit = c1.text_input("Unit of the target", value=model.config.target_units[0] if target ==
-                     model.config.target_names[0] else "", key="ft_unit")
-val_fraction = c2.slider("Validation fraction", 0.05, 0.5, 0.2, 0.05, key="ft_val")
-seed = c2.number_input("Split / shuffle seed", 0, 10_000, 0, key="ft_seed")
-epochs = c3.number_input("Epochs", 1, 200, 3, key="ft_epochs")
-lr = c3.select_slider("Learning rate", options=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="ft_lr",
-                      format_func=lambda v: f"{v:g}")
-b1, b2 = st.columns(2)
-batch_size = b1.number_input("Batch size", 1, 128, 8, key="ft_bs")
-freeze = b2.checkbox("Freeze the encoder (train only the output MLP)", value=False, key="ft_freeze")
+job: FinetuneJob | None = st.session_state.get("cf_ft_job")
+busy = job is not None and job.running
+with st.form("ft_form", border=True):
+    c1, c2, c3 = st.columns(3)
+    default_target = model.config.target_names[0] if model.config.target_names[0] in dataset.targets else None
+    target = ui.widget(c1.selectbox, "Target column", "ft_target", options=dataset.targets, default=default_target)
+    unit = c1.text_input("Unit of the target", value=model.config.target_units[0] if target ==
+                         model.config.target_names[0] else "", key="ft_unit")
+    val_fraction = c2.slider("Validation fraction", 0.05, 0.5, 0.2, 0.05, key="ft_val")
+    seed = c2.number_input("Split / shuffle seed", 0, 10_000, 0, key="ft_seed")
+    epochs = c3.number_input("Epochs", 1, 200, 3, key="ft_epochs")
+    lr = c3.select_slider("Learning rate", options=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3], value=1e-4, key="ft_lr",
+                          format_func=lambda v: f"{v:g}")
+    b1, b2 = st.columns(2)
+    batch_size = b1.number_input("Batch size", 1, 128, 8, key="ft_bs")
+    freeze = b2.checkbox("Freeze the encoder (train only the output MLP)", value=False, key="ft_freeze")
+    go = st.form_submit_button("Start fine-tuning", type="primary", key="ft_go", disabled=busy)
 
 try:
     structures, values, ids, notes = select_target(dataset, target)
@@ -91,32 +95,58 @@ else:
                f"({model.config.target_units[0] or 'no unit'}): the target normalisation is re-estimated from the "
                f"training labels of '{target}'.")
 
-if st.button("Start fine-tuning", type="primary", key="ft_go"):
-    bar = st.progress(0.0, text="training…")
-    chart = st.empty()
-    history: list[dict] = []
+if go and not busy:
+    st.session_state.pop("cf_ft_result", None)
+    st.session_state.pop("cf_ft_error", None)
+    job = FinetuneJob(finetune, model, [structures[k] for k in train_idx], values[train_idx],
+                      [structures[k] for k in val_idx], values[val_idx], epochs=int(epochs), lr=float(lr),
+                      freeze_encoder=bool(freeze), batch_size=int(batch_size), target_name=str(target),
+                      target_unit=unit, seed=int(seed))
+    job.meta = {"dataset": st.session_state["cf_ft_data"]["name"], "dataset_sha1": digest,
+                "val_fraction": float(val_fraction), "seed": int(seed), "base_model": ui.describe(ref),
+                "split": {"train": [ids[k] for k in train_idx], "val": [ids[k] for k in val_idx]},
+                "unit": unit}
+    st.session_state["cf_ft_job"] = job
 
-    def on_epoch(epoch: int, train_loss: float, val_mae: float) -> None:
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_mae": val_mae})
-        bar.progress(epoch / int(epochs), text=f"epoch {epoch}/{int(epochs)}: train loss {train_loss:.4f}, "
-                                               f"val MAE {val_mae:.4g}")
-        chart.plotly_chart(charts.training_chart(history, unit=f"({unit})" if unit else ""), width="stretch",
-                           key=f"ft_live_{epoch}")
 
-    try:
-        result = finetune(model, [structures[k] for k in train_idx], values[train_idx],
-                          [structures[k] for k in val_idx], values[val_idx], epochs=int(epochs), lr=float(lr),
-                          freeze_encoder=bool(freeze), batch_size=int(batch_size), callback=on_epoch,
-                          target_name=str(target), target_unit=unit, seed=int(seed))
-    except (ValueError, StructureError, RuntimeError) as exc:
-        bar.empty()
-        st.error(f"Fine-tuning failed: {exc}")
-        st.stop()
-    result.info.update({"dataset": st.session_state["cf_ft_data"]["name"], "dataset_sha1": digest,
-                        "val_fraction": float(val_fraction), "seed": int(seed), "base_model": ui.describe(ref),
-                        "split": {"train": [ids[k] for k in train_idx], "val": [ids[k] for k in val_idx]}})
-    st.session_state["cf_ft_result"] = result
-    chart.empty()
+def _job_panel(in_fragment: bool = False) -> None:
+    """Live progress of the running job (re-drawn every second while it runs), its Stop button, its outcome."""
+    job = st.session_state.get("cf_ft_job")
+    if job is None:
+        return
+    history = job.snapshot()
+    unit_label = job.meta.get("unit", "")
+    done_epochs = max([h["epoch"] for h in history], default=0)
+    if job.running:
+        start = next((h["val_mae"] for h in history if h["epoch"] == 0), None)
+        text = (f"{job.status}: epoch {done_epochs}/{job.epochs}" + (
+            f", validation MAE before training {number_with_unit(start, unit_label)}" if start is not None
+            else ", building graphs and measuring the starting validation MAE…"))
+        st.progress(min(1.0, done_epochs / max(1, job.epochs)), text=text)
+        st.button("Stop", key="ft_stop", on_click=job.stop, disabled=job.stop_requested,
+                  help="Stops after the current step; the best model so far (the starting one included) is kept.")
+        if history:
+            st.plotly_chart(charts.training_chart(history, unit=f"({unit_label})" if unit_label else ""),
+                            width="stretch", key="ft_live")
+        return
+    if job.error is not None:
+        st.session_state["cf_ft_error"] = f"Fine-tuning failed: {job.error}"
+    elif job.result is not None and "cf_ft_result" not in st.session_state:
+        result = job.result
+        result.info.update({k: v for k, v in job.meta.items() if k != "unit"})
+        st.session_state["cf_ft_result"] = result
+    st.session_state.pop("cf_ft_job", None)
+    if in_fragment:
+        st.rerun()  # the whole page, to draw the results section
+
+
+job = st.session_state.get("cf_ft_job")
+if job is not None and job.running:
+    st.fragment(run_every=1.0)(lambda: _job_panel(in_fragment=True))()
+else:
+    _job_panel()
+if st.session_state.get("cf_ft_error"):
+    st.error(st.session_state["cf_ft_error"])
 
 result = st.session_state.get("cf_ft_result")
 if result is not None:
@@ -130,6 +160,9 @@ if result is not None:
                                         title=f"{result.info.get('target')}: parity"), width="stretch",
                     key="ft_parity")
     st.dataframe(pd.DataFrame(result.history), hide_index=True)
+    if result.info.get("stopped_early"):
+        st.info(f"Stopped on request after {result.info['epochs_run']} epoch(s); the model kept is the best on "
+                f"validation so far ({result.info.get('selected', 'last')}).")
     st.markdown(finetune_summary(result.info["metrics"]["val_mae"],
                                  result.info["metrics"].get("val_mae_start", float("nan")), unit_label,
                                  result.info["epochs_run"], result.info["n_train"], result.info["n_val"]))

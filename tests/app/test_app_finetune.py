@@ -3,6 +3,7 @@ cached model staying untouched."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,21 @@ def dataset_csv() -> bytes:
     return df.to_csv(index=False).encode()
 
 
+def wait_for_job(at: AppTest, until=lambda at: False, timeout: float = TIMEOUT) -> None:
+    """Rerun the page until the background fine-tune has ended (or ``until`` holds)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = at.session_state["cf_ft_job"] if "cf_ft_job" in at.session_state else None
+        if job is None or until(at):
+            return
+        if not job.running:
+            at.run()
+            return
+        time.sleep(0.2)
+        at.run()
+    raise AssertionError("the fine-tune did not end in time")
+
+
 def test_finetune_page_bad_uploads(ckpts):
     at = AppTest.from_file(str(ROOT / "app_pages" / "4_Fine-tune.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
@@ -83,10 +99,12 @@ def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
     assert any("12 structures" in s.value for s in at.success)
     assert at.selectbox(key="ft_target").value == "volume_per_atom"
     assert any("NaN" in w.value for w in at.warning)  # the missing label is reported, the row left out
-    at.number_input(key="ft_epochs").set_value(2).run()
-    at.number_input(key="ft_bs").set_value(4).run()
+    # Form widgets send their values with the submit button only (as in the browser).
+    at.number_input(key="ft_epochs").set_value(2)
+    at.number_input(key="ft_bs").set_value(4)
     at.button(key="ft_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    wait_for_job(at)
     assert not at.error, [e.value for e in at.error]
     result = at.session_state["cf_ft_result"]
     assert [h["epoch"] for h in result.history] == [0, 1, 2]  # epoch 0: before any step
@@ -122,3 +140,41 @@ def test_finetune_page_trains_downloads_and_keeps_cache(ckpts, monkeypatch):
     assert not at.exception
     assert at.selectbox(key="home_model").value == "session:my-volume-model"
     assert any("volume_per_atom" in m.label for m in at.metric)
+
+
+def test_finetune_page_settings_form_epoch0_and_stop(ckpts):
+    """Settings live in a form (nothing trains until it is submitted); a run shows its epoch-0 validation MAE
+    while it trains, and Stop ends it cleanly after the current step with the best model so far kept."""
+    at = AppTest.from_file(str(ROOT / "app_pages" / "4_Fine-tune.py"), default_timeout=TIMEOUT).run()
+    at.file_uploader(key="ft_upload").set_value(("labels.csv", dataset_csv(), "text/csv")).run()
+    assert not at.exception
+    assert at.get("form")  # the settings form
+    at.number_input(key="ft_epochs").set_value(200)
+    at.number_input(key="ft_bs").set_value(2)
+    at.run()
+    assert "cf_ft_job" not in at.session_state  # changing settings starts nothing
+    assert at.number_input(key="ft_epochs").value == 3  # ... and is not applied before the form is submitted
+    at.number_input(key="ft_epochs").set_value(200)
+    at.number_input(key="ft_bs").set_value(2)
+    at.button(key="ft_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = at.session_state["cf_ft_job"]
+    assert job.running
+    # Wait for epoch 0 (before any step) to be reported, then the first trained epoch.
+    wait_for_job(at, until=lambda at: len(at.session_state["cf_ft_job"].snapshot()) >= 2)
+    assert job.running, "200 epochs must still be running"
+    history = job.snapshot()
+    assert history[0]["epoch"] == 0 and np.isnan(history[0]["train_loss"]) and np.isfinite(history[0]["val_mae"])
+    assert any("validation MAE before training" in p.proto.text for p in at.get("progress"))
+    assert at.button(key="ft_go").disabled  # one run at a time
+    at.button(key="ft_stop").click().run()
+    assert job.stop_requested
+    assert job.wait(120), "Stop did not end the run"
+    wait_for_job(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    result = at.session_state["cf_ft_result"]
+    assert result.info["stopped_early"] and 1 <= result.info["epochs_run"] < 200
+    assert result.info["dataset"] == "labels.csv"
+    assert result.info["metrics"]["val_mae"] <= result.history[0]["val_mae"] + 1e-6  # never worse than the start
+    assert any("Stopped on request" in i.value for i in at.info)
+    assert "cf_ft_job" not in at.session_state and not at.button(key="ft_go").disabled
