@@ -9,7 +9,7 @@ from crystalframer.analysis.attention import (attention_records, frame_of, frame
                                               neighbor_table, sigma_table, symbols_of)
 from crystalframer.analysis.compare import FRAME_METHOD_LABELS
 from crystalframer.structure import StructureError
-from crystalframer.viz import charts
+from crystalframer.viz import charts, render_plotly
 from crystalframer.app import ui
 from crystalframer.viz.scene import AXIS_COLORS, attention_scene, view_spec
 
@@ -53,12 +53,14 @@ with st.expander("More display options"):
 frame = frame_of(insp, layer, atom, head)
 
 
-def _scene(k: int, title: str):
-    """Layer k's scene with the chosen options: polyhedra, colours, supercell and view direction."""
-    scene = attention_scene(insp, k, atom, head, min_opacity=min_opacity, neighbor_cutoff=cutoff, title=title,
+def _scene(k: int, title: str, h: int | None | str = "chosen"):
+    """Layer k's scene (head ``h``, default the chosen one) with the chosen options: polyhedra, colours,
+    supercell and view direction."""
+    h = head if h == "chosen" else h
+    scene = attention_scene(insp, k, atom, h, min_opacity=min_opacity, neighbor_cutoff=cutoff, title=title,
                             scheme=ui.color_scheme(), color_by=opts["color_by"], repeat=opts["repeat"])
     ui.add_scene_polyhedra(scene, structure, opts["polyhedra"])
-    scene.view = view_spec(insp.lattice, opts["view"], frame_of(insp, k, atom, head))
+    scene.view = view_spec(insp.lattice, opts["view"], frame_of(insp, k, atom, h))
     return scene
 
 
@@ -106,6 +108,28 @@ st.caption("As in the paper's per-layer figures: the same atom and head in every
            "the 3Dmol.js view).")
 strip = [_scene(k, f"layer {k + 1}") for k in range(n_layers)]
 ui.show_grid(strip, height=300, key="att_strip", file_stem=f"{stem}_layers")
+
+st.subheader("Every layer × head")
+st.caption("Small multiples: rows are layers, columns are heads, each panel the same atom seen along the chosen "
+           "view (2D projections on one scale; attention as opacity and size, e1/e2/e3 as arrows). Click an atom "
+           "in a panel to open that layer and head above.")
+if ui.widget(st.toggle, "Show the layer × head grid", "att_grid_on", default=True):
+    grid = [[_scene(k, "", h) for h in range(n_heads)] for k in range(n_layers)]
+    grid_fig = render_plotly.layer_head_grid_figure(
+        grid, row_titles=[f"layer {k + 1}" for k in range(n_layers)],
+        col_titles=[f"head {h}" for h in range(n_heads)], panel_px=max(110, min(170, 1100 // n_heads)))
+    event = st.plotly_chart(grid_fig, width="stretch", key="att_grid", on_select="rerun", selection_mode="points",
+                            config=render_plotly.png_config(f"{stem}_layers_x_heads"))
+    selection = event.get("selection") if hasattr(event, "get") else None
+    points = list(selection.get("points", [])) if selection else []
+    picked = next((p.get("customdata") for p in points if p.get("customdata") is not None), None)
+    sig = str(picked)
+    if picked is not None and sig != st.session_state.get("_att_grid_sig"):
+        st.session_state["_att_grid_sig"] = sig
+        k_new, h_new = divmod(int(picked[0]), n_heads)
+        if (k_new, h_new) != (layer, head):
+            st.session_state["_pending_att_head"] = h_new
+            ui.request_value("att_layer", k_new)
 
 st.subheader("Export")
 e1, e2, e3, e4 = st.columns(4)

@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 
 from crystalframer.viz.scene import Scene
 
-__all__ = ["scene_figure", "grid_figure", "add_scene", "png_config", "camera_for"]
+__all__ = ["scene_figure", "grid_figure", "add_scene", "png_config", "camera_for", "layer_head_grid_figure",
+           "project_scene"]
 
 OPACITY_LEVELS = 6
 
@@ -186,4 +187,88 @@ def grid_figure(scenes: Sequence[Scene], height: int = 320, cols: int | None = N
               for c, scene in enumerate(scenes)}
     fig.update_layout(height=height * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0},
                       legend={"orientation": "h", "x": 0.0, "y": -0.02}, **layout)
+    return fig
+
+
+def _oblique_rotation() -> np.ndarray:
+    """Rows: screen right, up, towards the viewer, for the default oblique camera (:data:`CAMERA`)."""
+    from crystalframer.viz.scene import ViewSpec, view_rotation
+
+    eye = np.array([CAMERA["eye"][k] for k in "xyz"], dtype=np.float64)
+    up = np.array([0.0, 0.0, 1.0])
+    eye /= np.linalg.norm(eye)
+    return view_rotation(ViewSpec(name="oblique", direction=eye, up=up - up.dot(eye) * eye))
+
+
+def project_scene(scene: Scene) -> dict[str, np.ndarray]:
+    """The scene seen along its view (or the oblique one), orthographic: atom (x, y, depth) in screen Å about the
+    scene centre, and the arrows' 2D end points. Used by :func:`layer_head_grid_figure`."""
+    from crystalframer.viz.scene import view_rotation
+
+    rot = view_rotation(scene.view) if scene.view is not None else _oblique_rotation()
+    centre = scene.center()
+    atoms = (np.array([a.position for a in scene.atoms]) - centre) @ rot.T if scene.atoms else np.zeros((0, 3))
+    arrows = np.array([[(np.asarray(a.start) - centre) @ rot.T, (np.asarray(a.end) - centre) @ rot.T]
+                       for a in scene.arrows]).reshape(-1, 2, 3)
+    return {"atoms": atoms, "arrows": arrows, "rotation": rot, "centre": centre}
+
+
+def layer_head_grid_figure(scenes: Sequence[Sequence[Scene]], row_titles: Sequence[str] = (),
+                           col_titles: Sequence[str] = (), panel_px: int = 150,
+                           marker_scale: float = 14.0) -> go.Figure:
+    """Small multiples, ``scenes[row][col]`` (rows = layers, columns = heads), as 2D orthographic projections on
+    one shared scale: cell edges, polyhedron edges, atoms (attention as opacity and size, drawn back to front) and
+    the frame axes. 2D SVG panels, not one WebGL scene each, so a 4 × 8 grid draws at once; each atom carries
+    (panel, scene-atom index) as ``customdata``."""
+    n_rows = len(scenes)
+    n_cols = max((len(r) for r in scenes), default=1)
+    fig = make_subplots(rows=max(1, n_rows), cols=max(1, n_cols), horizontal_spacing=0.004, vertical_spacing=0.01,
+                        column_titles=list(col_titles) or None, row_titles=list(row_titles) or None)
+    extent = 1.0
+    projected = [[project_scene(s) for s in row] for row in scenes]
+    for r, row in enumerate(scenes):
+        for c, scene in enumerate(row):
+            p = projected[r][c]
+            rot, centre = p["rotation"], p["centre"]
+            where = {"row": r + 1, "col": c + 1}
+            segs = list(scene.cell) + [(np.asarray(poly.vertices)[a], np.asarray(poly.vertices)[b])
+                                       for poly in scene.polyhedra for a, b in poly.edges()]
+            if segs:
+                xs, ys = [], []
+                for p0, p1 in segs:
+                    q0, q1 = (np.asarray(p0) - centre) @ rot.T, (np.asarray(p1) - centre) @ rot.T
+                    xs += [q0[0], q1[0], None]
+                    ys += [q0[1], q1[1], None]
+                    extent = max(extent, abs(q0[0]), abs(q0[1]), abs(q1[0]), abs(q1[1]))
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#888888", "width": 1},
+                                         hoverinfo="skip", showlegend=False, name="cell"), **where)
+            if len(p["atoms"]):
+                order = np.argsort(p["atoms"][:, 2])  # back to front
+                pos = p["atoms"][order]
+                extent = max(extent, float(np.abs(pos[:, :2]).max()))
+                fig.add_trace(go.Scatter(
+                    x=pos[:, 0], y=pos[:, 1], mode="markers",
+                    marker={"size": [marker_scale * scene.atoms[k].radius for k in order],
+                            "color": [scene.atoms[k].color for k in order],
+                            "opacity": [float(np.clip(scene.atoms[k].opacity, 0.05, 1.0)) for k in order],
+                            "line": {"width": [1.5 if scene.atoms[k].role == "target" else 0 for k in order],
+                                     "color": "#000000"}},
+                    customdata=[[r * n_cols + c, int(k)] for k in order],
+                    text=[scene.atoms[k].label for k in order], hovertemplate="%{text}<extra></extra>",
+                    showlegend=False, name="atoms"), **where)
+            for arrow, (a0, a1) in zip(scene.arrows, p["arrows"]):
+                fig.add_trace(go.Scatter(x=[a0[0], a1[0]], y=[a0[1], a1[1]], mode="lines+markers",
+                                         line={"color": arrow.color, "width": 3},
+                                         marker={"symbol": "arrow", "angleref": "previous", "size": [0, 9],
+                                                 "color": arrow.color},
+                                         name=arrow.label, hoverinfo="name", showlegend=False), **where)
+    extent *= 1.08
+    for k in range(1, max(1, n_rows) * max(1, n_cols) + 1):
+        suffix = "" if k == 1 else str(k)
+        fig.layout[f"xaxis{suffix}"].update(visible=False, range=[-extent, extent])
+        fig.layout[f"yaxis{suffix}"].update(visible=False, range=[-extent, extent], scaleanchor=f"x{suffix}",
+                                            scaleratio=1)
+    fig.update_layout(height=max(1, n_rows) * panel_px + 40, margin={"l": 0, "r": 20, "t": 30, "b": 0},
+                      plot_bgcolor="white", showlegend=False)
+    fig.update_annotations(font_size=11)
     return fig

@@ -345,3 +345,44 @@ def test_3dmol_draws_polyhedra_overlays_png_and_clicks(insp):
     assert {spec for c, spec in corners if c == "0"} == {spec for c, spec in corners if c == "1"}
     plain = render_3dmol.view_html(render_3dmol.scene_view(attention_scene(insp, 0, 1, head=0)))
     assert "cfPick" not in plain and "setView(s)" not in plain
+
+
+def test_layer_head_grid_small_multiples(insp):
+    """Rows = layers, columns = heads, each panel the scene of that (layer, head): one shared scale, the target
+    atom outlined, the frame axes as arrows, and each panel's projection the view's rotation."""
+    n_layers, n_heads = len(insp.layers), insp.layers[0].sigma.shape[1]
+    ti = 1  # SrTiO3: Sr 0, Ti 1, O 2-4
+    scenes = [[attention_scene(insp, k, ti, h, title=f"L{k + 1} h{h}") for h in range(n_heads)]
+              for k in range(n_layers)]
+    fig = render_plotly.layer_head_grid_figure(scenes, row_titles=[f"layer {k + 1}" for k in range(n_layers)],
+                                               col_titles=[f"head {h}" for h in range(n_heads)])
+    xaxes = [k for k in fig.layout if k.startswith("xaxis")]
+    assert len(xaxes) == n_layers * n_heads
+    texts = [a.text for a in fig.layout.annotations]
+    assert "layer 1" in texts and f"head {n_heads - 1}" in texts
+    atom_traces = [t for t in fig.data if t.name == "atoms"]
+    assert len(atom_traces) == n_layers * n_heads
+    arrows = [t for t in fig.data if t.name in ("e1", "e2", "e3")]
+    assert len(arrows) == 3 * n_layers * n_heads  # max frames: every head has a frame
+    # One scale for all panels, and equal aspect.
+    ranges = {tuple(fig.layout[k].range) for k in xaxes}
+    assert len(ranges) == 1
+    assert fig.layout.yaxis2.scaleanchor == "x2"
+    # Panel (layer 2, head 3) is that scene: same atom count, target outlined, opacities differ by head.
+    panel = 1 * n_heads + 3
+    trace = atom_traces[panel]
+    assert {p for p, _ in trace.customdata} == {panel}
+    assert len(trace.x) == len(scenes[1][3].atoms)
+    target = [k for k, a in enumerate(scenes[1][3].atoms) if a.role == "target"]
+    outlined = [int(k) for (_, k), w in zip(trace.customdata, trace.marker.line.width) if w > 0]
+    assert outlined == target
+    assert not np.allclose(sorted(atom_traces[0].marker.opacity), sorted(atom_traces[1].marker.opacity))
+    # Projection: the e1 view puts e1 straight at the viewer (its 2D arrow shrinks to a point).
+    from crystalframer.analysis.attention import frame_of
+    from crystalframer.viz.scene import view_spec
+
+    s = scenes[0][0]
+    s.view = view_spec(insp.lattice, "e1", frame_of(insp, 0, ti, 0))
+    arrows2d = render_plotly.project_scene(s)["arrows"]
+    assert np.linalg.norm(arrows2d[0, 1, :2] - arrows2d[0, 0, :2]) < 1e-9
+    assert np.linalg.norm(arrows2d[1, 1, :2] - arrows2d[1, 0, :2]) > 0.5

@@ -139,7 +139,35 @@ def test_attention_page_interactions(ckpts):
     assert len(at.get("download_button")) == 4  # scene HTML, attention CSV, frames CSV, JSON
     at.sidebar.radio[0].set_value("Plotly (offline)").run()
     assert_ok(at)
-    assert len(at.get("plotly_chart")) >= 3  # scene, σ, layer strip
+    assert len(at.get("plotly_chart")) >= 4  # scene, σ, layer strip, layer × head grid
+
+
+def test_attention_page_layer_head_grid(ckpts):
+    """The layer × head small multiples: one panel per (layer, head), rows = layers, columns = heads, shown on
+    either renderer and switched off by its toggle."""
+    import json
+
+    at = run_app(str(ROOT / "app_pages" / "1_Attention_and_frames.py"), cf_model_ref="ckpt:test-max")
+    assert_ok(at)
+    cfg = ModelConfig(frame_method="max")
+
+    def grid_spec():
+        for chart in at.get("plotly_chart"):
+            spec = json.loads(chart.proto.spec)
+            names = [a.get("text") for a in spec["layout"].get("annotations", [])]
+            if "layer 1" in names and "head 0" in names:
+                return spec
+        return None
+
+    spec = grid_spec()
+    assert spec is not None
+    n_axes = sum(1 for k in spec["layout"] if k.startswith("xaxis"))
+    assert n_axes == cfg.num_layers * cfg.num_heads
+    assert sum(1 for t in spec["data"] if t.get("name") == "atoms") == cfg.num_layers * cfg.num_heads
+    assert sum(1 for t in spec["data"] if t.get("name") == "e1") == cfg.num_layers * cfg.num_heads
+    at.toggle(key="att_grid_on").set_value(False).run()
+    assert_ok(at)
+    assert grid_spec() is None
 
 
 def test_compare_page_srtio3_and_zincblende(ckpts):
