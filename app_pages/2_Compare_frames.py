@@ -9,12 +9,31 @@ import streamlit as st
 from crystalframer.analysis.attention import symbols_of
 from crystalframer.analysis.compare import (FRAME_METHOD_LABELS, alignment_summary, alignment_table,
                                             comparable_methods, coordination_overview)
+from crystalframer.examples import get_example
 from crystalframer.structure import StructureError
 from crystalframer.viz import charts
 from crystalframer.app import ui
 from crystalframer.viz.scene import attention_scene
 
 ui.page_header("Compare frames", link_widgets={"atom": "cmp_atom", "head": "cmp_head"})
+
+# The paper's two figures (max vs weighted-PCA frames on the same weights), one click each.
+PAPER_FIGURES = {"cmp_fig_c3n4": ("C3N4 (pseudocubic, defect zincblende)", "C", "C3N4 (the paper's figure)"),
+                 "cmp_fig_mgf2": ("MgF2 (rutile, sellaite)", "Mg", "MgF2 octahedra (in place of MgSnF4)")}
+with st.container(border=True):
+    st.markdown("**The paper's figures**: max vs weighted-PCA frames of one atom, layer by layer, on the same "
+                "model weights. MgSnF4, the paper's second example, has no structure we could verify; the "
+                "rutile-type fluoride MgF2 (MgF6 octahedra) stands in for it.")
+    for col, (key, (example, element, caption)) in zip(st.columns(len(PAPER_FIGURES)), PAPER_FIGURES.items()):
+        if col.button(caption, key=key, width="stretch"):
+            figure_structure = get_example(example)
+            ui.set_structure(figure_structure, example)
+            st.session_state["_pending_cmp_atom"] = next(
+                k for k, site in enumerate(figure_structure) if site.specie.symbol == element)
+            st.session_state["_pending_cmp_methods"] = ["max", "weighted_pca"]
+            st.session_state["_pending_cmp_side_by_side"] = True
+            st.rerun()
+
 ref, model, label, structure = ui.model_and_structure()
 skey = ui.structure_key(structure)
 
@@ -83,6 +102,22 @@ except StructureError as exc:
     st.stop()
 
 ui.write_deep_link(atom=int(atom), head=int(head))
+if "max" in methods and "weighted_pca" in methods:
+    st.subheader("Max vs weighted PCA, side by side")
+    if ui.widget(st.toggle, "Side by side (rows: max, weighted PCA; columns: layers), as in the paper's figure",
+                 "cmp_side_by_side", default=True):
+        pair = []
+        for method in ("max", "weighted_pca"):
+            for k in range(len(inspections[method].layers)):
+                scene = attention_scene(inspections[method], k, int(atom), int(head), scheme=ui.color_scheme(),
+                                        title=f"{FRAME_METHOD_LABELS.get(method, method)} · layer {k + 1}")
+                ui.add_scene_polyhedra(scene, structure, "target")
+                pair.append(scene)
+        ui.show_grid(pair, height=260, key="cmp_side_by_side_grid", rows=2,
+                     file_stem=f"{structure.composition.reduced_formula}_atom{atom}_max_vs_wpca")
+        st.caption(f"{symbols[int(atom)]} {atom}, head {head}: e1/e2/e3 in red/green/blue with the atom's "
+                   "CrystalNN polyhedron. Max frames point e1 at the most-attended neighbour (a bond); weighted "
+                   "PCA takes the principal axes of the attention-weighted neighbour cloud.")
 st.subheader("Frames per layer")
 for method in methods:
     insp = inspections[method]

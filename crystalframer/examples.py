@@ -77,6 +77,17 @@ _EXAMPLES = [
             "site in four vacant (theoretical).", "P-43m", "cubic", 3.4232, None, ("C", "N"),
             ((0.5, 0, 0), (0.2578, 0.2578, 0.2578)), ("3d", "4e"),
             "Teter & Hemley 1996 (DFT): a = 3.4232 Å, x(N) = 0.2578", {"C": "tetrahedral"}),
+    # The paper's second figure shows MgSnF4. We found no verified description of it (space group and Wyckoff
+    # positions) in the literature, ICSD or Materials Project pages we could reach, nor in the MEGNet MP set; so
+    # the fluoride with octahedra shown in its place is MgF2 (sellaite, rutile type), whose structure is
+    # verified: a, c from the Handbook of Mineralogy / Dana's System of Mineralogy (sellaite: P4_2/mnm,
+    # a = 4.6213(2) Å, c = 3.0519(1) Å, Z = 2); x(F) = 0.303 (Baur, Acta Cryst. B32, 2200 (1976); the Materials
+    # Project relaxation mp-1249 in the MEGNet MP data gives 0.3033).
+    Example("MgF2 (rutile, sellaite)", "Rutile-type fluoride: distorted MgF6 octahedra sharing edges along c and "
+            "corners between chains (shown in place of the paper's MgSnF4, which we could not verify).",
+            "P4_2/mnm", "tetragonal", 4.6213, 3.0519, ("Mg", "F"), ((0, 0, 0), (0.303, 0.303, 0)), ("2a", "4f"),
+            "Sellaite: a = 4.6213 Å, c = 3.0519 Å (Handbook of Mineralogy), x(F) = 0.303 (Baur 1976)",
+            {"Mg": "octahedral"}),
 ]
 
 EXAMPLES: dict[str, Example] = {ex.name: ex for ex in _EXAMPLES}

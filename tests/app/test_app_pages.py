@@ -237,3 +237,37 @@ def test_pages_with_a_disordered_structure(ckpts):
                      cf_structure_label="(Sr,Ba)TiO3")
         assert_ok(at)
         assert not at.error, page
+
+
+@pytest.mark.parametrize("button, label, element", [("cmp_fig_c3n4", "C3N4", "C"), ("cmp_fig_mgf2", "MgF2", "Mg")])
+def test_compare_page_paper_figures(ckpts, button, label, element):
+    """One click loads the paper's figure: the crystal, its cation as the centre, max and weighted-PCA frames, and
+    the side-by-side grid (rows: the two methods; columns: layers) with the centre's polyhedron in every panel."""
+    import json
+
+    at = run_app(str(ROOT / "app_pages" / "2_Compare_frames.py"), cf_model_ref="ckpt:test-max",
+                 cf_renderer="Plotly (offline)")
+    assert_ok(at)
+    at.button(key=button).click().run()
+    assert_ok(at)
+    assert at.session_state["cf_structure_label"].startswith(label)
+    structure = at.session_state["cf_structure"]
+    atom = at.selectbox(key="cmp_atom").value
+    assert structure[atom].specie.symbol == element
+    assert at.multiselect(key="cmp_methods").value == ["max", "weighted_pca"]
+    n_layers = ModelConfig().num_layers
+    grids = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    side = [g for g in grids if sum(1 for k in g["layout"] if k.startswith("scene")) == 2 * n_layers]
+    assert side, "no 2 × layers side-by-side figure"
+    titles = [a.get("text", "") for a in side[0]["layout"]["annotations"]]
+    assert sum("layer" in t for t in titles) == 2 * n_layers
+    import base64
+
+    import numpy as np
+
+    def array(v):  # plotly.js typed arrays arrive as {"dtype", "bdata"}
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]) if isinstance(v, dict) else np.array(v)
+
+    meshes = [t for t in side[0]["data"] if t.get("type") == "mesh3d"]
+    assert len(meshes) == 2 * n_layers  # the centre's polyhedron in each panel
+    assert {len(array(m["x"])) for m in meshes} == {4 if element == "C" else 6}  # CN4 tetrahedron / CN6 octahedron
