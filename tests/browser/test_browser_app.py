@@ -352,3 +352,100 @@ def test_click_deep_links_exports_and_every_page(server):
             page.screenshot(path=str(ARTIFACTS / f"page_finetune_{renderer}.png"), full_page=True)
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the paper's figures, the layer × head grid, a fine-tune of one epoch and a stopped one
+# ---------------------------------------------------------------------------------------------------------------
+def _labelled_csv(path: Path) -> Path:
+    """12 built-in crystals (and strained copies) with made-up labels, written for this test only (no data is
+    committed): a smooth function of volume per atom plus fixed noise, in eV/atom."""
+    import pandas as pd
+    from pymatgen.io.cif import CifWriter
+
+    from crystalframer.analysis.perturb import strain
+    from crystalframer.examples import get_example, list_examples
+
+    structures = [get_example(n) for n in list_examples()[:8]]
+    structures += [strain(s, 0.03).structure for s in structures[:4]]
+    rng = np.random.default_rng(0)
+    labels = [-1.0 + 0.05 * s.volume / len(s) + 0.05 * rng.standard_normal() for s in structures]
+    pd.DataFrame({"id": [f"made-up-{k}" for k in range(len(structures))],
+                  "cif": [str(CifWriter(s)) for s in structures], "made_up_label": labels}).to_csv(path, index=False)
+    return path
+
+
+def _start_finetune(page, epochs: int, batch_size: int) -> None:
+    page.get_by_label("Epochs").fill(str(epochs))
+    page.get_by_label("Batch size").fill(str(batch_size))
+    page.get_by_role("button", name="Start fine-tuning").click()
+
+
+def test_paper_figures_grid_finetune_and_stop(server, tmp_path):
+    url, renderer = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+
+            # The paper's second figure (MgF2 in place of MgSnF4): max vs weighted PCA side by side.
+            _goto(page, url + "/compare", '[data-testid="stButton"]')
+            page.get_by_role("button", name="MgF2 octahedra (in place of MgSnF4)").click()
+            time.sleep(1.0)
+            _wait_until_idle(page)
+            body = page.inner_text("body")
+            assert "Max vs weighted PCA, side by side" in body
+            assert "CN 6, octahedral" in body
+            assert _scene_element(page, renderer) is not None
+            time.sleep(3.0)
+            page.get_by_text("Max vs weighted PCA, side by side").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / f"paper_figure_mgf2_{renderer}.png"), full_page=True)
+
+            # The layer × head grid on the Attention page (a new page load: a new session, the default crystal).
+            _goto(page, url + "/attention")
+            heading = page.get_by_text("Every layer × head")
+            heading.scroll_into_view_if_needed()
+            charts = page.locator('[data-testid="stPlotlyChart"]')
+            panels = [charts.nth(k).evaluate("e => e.querySelectorAll('g.cartesianlayer > g.subplot').length")
+                      for k in range(charts.count())]
+            assert 32 in panels, f"no 4 × 8 layer × head grid (2D panels per chart: {panels})"
+            grid = charts.nth(panels.index(32))
+            time.sleep(1.0)
+            grid.screenshot(path=str(ARTIFACTS / f"attention_layer_head_grid_{renderer}.png"))
+            if renderer != "plotly":
+                return  # the Fine-tune page draws no 3D: once is enough
+
+            # Fine-tune one epoch on a small labelled upload (made-up labels), then a long run stopped by Stop.
+            csv_path = _labelled_csv(tmp_path / "made_up_labels.csv")
+            _goto(page, url + "/finetune", '[data-testid="stFileUploader"]')
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(csv_path))
+            page.get_by_text("12 structures with numeric columns").wait_for(timeout=120_000)
+            _wait_until_idle(page)
+            started = time.time()
+            _start_finetune(page, epochs=1, batch_size=4)
+            page.get_by_text("3. Results").wait_for(timeout=300_000)
+            _wait_until_idle(page)
+            one_epoch_s = time.time() - started
+            body = page.inner_text("body")
+            assert "Validation MAE" in body and "after 1 epoch(s)" in body, body[-800:]
+            assert not page.query_selector('[data-testid="stException"]')
+            page.screenshot(path=str(ARTIFACTS / f"finetune_one_epoch_{renderer}.png"), full_page=True)
+            print(f"fine-tune of 1 epoch on 12 structures: {one_epoch_s:.1f} s from the click to the results")
+
+            _start_finetune(page, epochs=200, batch_size=1)
+            stop = page.get_by_role("button", name="Stop", exact=True)
+            stop.wait_for(timeout=120_000)
+            page.get_by_text("validation MAE before training").wait_for(timeout=120_000)  # epoch 0 is shown
+            time.sleep(2.0)
+            page.screenshot(path=str(ARTIFACTS / f"finetune_running_{renderer}.png"), full_page=True)
+            stop.click()
+            page.get_by_text("Stopped on request").wait_for(timeout=120_000)
+            _wait_until_idle(page)
+            body = page.inner_text("body")
+            match = re.search(r"Stopped on request after (\d+) epoch", body)
+            assert match and 1 <= int(match.group(1)) < 200, body[-800:]
+            assert page.get_by_role("button", name="Start fine-tuning").is_enabled()
+            page.screenshot(path=str(ARTIFACTS / f"finetune_stopped_{renderer}.png"), full_page=True)
+        finally:
+            browser.close()
