@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from crystalframer.app.jobs import FinetuneJob
+from crystalframer.app.jobs import FinetuneJob, warm_up
 from crystalframer.app.text import finetune_summary, number_with_unit
 from crystalframer.app.uploads import UploadError, parse_dataset, select_target, split_indices
 from crystalframer.model.checkpoint import save_checkpoint
@@ -19,6 +19,7 @@ from crystalframer.viz import charts
 from crystalframer.app import ui
 
 ui.page_header("Fine-tune", show_renderer=False)
+warm_up()  # PyTorch's one-time optimiser imports (1.8 s) happen while the user reads and uploads
 ref, model = ui.current_model()
 st.caption(f"Starting point: {ui.describe(ref)}. Training runs on a copy; the loaded model is never changed. "
            "Recipe: AdamW (betas 0.9/0.98, weight decay 1e-5), L1 loss on normalised targets, gradient clipping "

@@ -178,3 +178,16 @@ def test_finetune_page_settings_form_epoch0_and_stop(ckpts):
     assert result.info["metrics"]["val_mae"] <= result.history[0]["val_mae"] + 1e-6  # never worse than the start
     assert any("Stopped on request" in i.value for i in at.info)
     assert "cf_ft_job" not in at.session_state and not at.button(key="ft_go").disabled
+
+
+def test_warm_up_imports_the_optimiser_machinery_once():
+    """The Fine-tune page warms PyTorch's lazy optimiser import (torch._dynamo, 1.8 s on first use) in the
+    background, once per process."""
+    import sys
+
+    from crystalframer.app.jobs import warm_up
+
+    first = warm_up()
+    assert warm_up() is first
+    first.join(120)
+    assert not first.is_alive() and "torch._dynamo" in sys.modules
