@@ -37,6 +37,7 @@ class FinetuneJob:
 
     def __init__(self, run: Callable[..., Any], *args: Any, **kwargs: Any):
         self.history: list[dict[str, float]] = []
+        self.meta: dict[str, Any] = {}  # what the page wants to keep with the result (data set name, split, unit)
         self.result: Any = None
         self.error: BaseException | None = None
         self.epochs = int(kwargs.get("epochs", 0))
