@@ -11,7 +11,7 @@ from crystalframer.analysis.compare import (FRAME_METHOD_LABELS, alignment_summa
                                             comparable_methods, coordination_overview)
 from crystalframer.examples import get_example
 from crystalframer.structure import StructureError
-from crystalframer.viz import charts
+from crystalframer.viz import charts, render_plotly
 from crystalframer.app import ui
 from crystalframer.viz.scene import attention_scene
 
@@ -108,13 +108,21 @@ if "max" in methods and "weighted_pca" in methods:
                  "cmp_side_by_side", default=True):
         pair = []
         for method in ("max", "weighted_pca"):
+            row = []
             for k in range(len(inspections[method].layers)):
                 scene = attention_scene(inspections[method], k, int(atom), int(head), scheme=ui.color_scheme(),
                                         title=f"{FRAME_METHOD_LABELS.get(method, method)} · layer {k + 1}")
                 ui.add_scene_polyhedra(scene, structure, "target")
-                pair.append(scene)
-        ui.show_grid(pair, height=260, key="cmp_side_by_side_grid", rows=2,
-                     file_stem=f"{structure.composition.reduced_formula}_atom{atom}_max_vs_wpca")
+                row.append(scene)
+            pair.append(row)
+        stem = f"{structure.composition.reduced_formula}_atom{atom}_max_vs_wpca"
+        if ui.renderer() == ui.RENDERERS[0]:  # one 3Dmol.js viewer, rotations linked
+            ui.show_grid(pair[0] + pair[1], height=260, key="cmp_side_by_side_grid", rows=2, file_stem=stem)
+        else:  # 2D projections: eight more WebGL scenes would push the page past Chromium's 16 live contexts
+            st.plotly_chart(render_plotly.layer_head_grid_figure(
+                pair, row_titles=[FRAME_METHOD_LABELS.get(m, m) for m in ("max", "weighted_pca")],
+                col_titles=[f"layer {k + 1}" for k in range(len(pair[0]))], panel_px=230),
+                width="stretch", key="cmp_side_by_side_grid", config=render_plotly.png_config(stem))
         st.caption(f"{symbols[int(atom)]} {atom}, head {head}: e1/e2/e3 in red/green/blue with the atom's "
                    "CrystalNN polyhedron. Max frames point e1 at the most-attended neighbour (a bond); weighted "
                    "PCA takes the principal axes of the attention-weighted neighbour cloud.")

@@ -215,13 +215,14 @@ def project_scene(scene: Scene) -> dict[str, np.ndarray]:
 
 def layer_head_grid_figure(scenes: Sequence[Sequence[Scene]], row_titles: Sequence[str] = (),
                            col_titles: Sequence[str] = (), panel_px: int = 150,
-                           marker_scale: float = 14.0) -> go.Figure:
+                           marker_scale: float | None = None) -> go.Figure:
     """Small multiples, ``scenes[row][col]`` (rows = layers, columns = heads), as 2D orthographic projections on
     one shared scale: cell edges, polyhedron edges, atoms (attention as opacity and size, drawn back to front) and
     the frame axes. 2D SVG panels, not one WebGL scene each, so a 4 × 8 grid draws at once; each atom carries
     (panel, scene-atom index) as ``customdata``."""
     n_rows = len(scenes)
     n_cols = max((len(r) for r in scenes), default=1)
+    marker_scale = 14.0 * panel_px / 150 if marker_scale is None else marker_scale  # atoms grow with the panels
     fig = make_subplots(rows=max(1, n_rows), cols=max(1, n_cols), horizontal_spacing=0.004, vertical_spacing=0.01,
                         column_titles=list(col_titles) or None, row_titles=list(row_titles) or None)
     extent = 1.0
@@ -231,17 +232,23 @@ def layer_head_grid_figure(scenes: Sequence[Sequence[Scene]], row_titles: Sequen
             p = projected[r][c]
             rot, centre = p["rotation"], p["centre"]
             where = {"row": r + 1, "col": c + 1}
-            segs = list(scene.cell) + [(np.asarray(poly.vertices)[a], np.asarray(poly.vertices)[b])
-                                       for poly in scene.polyhedra for a, b in poly.edges()]
-            if segs:
+            groups = [("cell", list(scene.cell), "#888888", None)]
+            groups += [("polyhedron", [(np.asarray(poly.vertices)[a], np.asarray(poly.vertices)[b])
+                                       for a, b in poly.edges()], "#555555", poly) for poly in scene.polyhedra]
+            for name, segs, color, poly in groups:
+                if not segs:
+                    continue
                 xs, ys = [], []
                 for p0, p1 in segs:
                     q0, q1 = (np.asarray(p0) - centre) @ rot.T, (np.asarray(p1) - centre) @ rot.T
                     xs += [q0[0], q1[0], None]
                     ys += [q0[1], q1[1], None]
                     extent = max(extent, abs(q0[0]), abs(q0[1]), abs(q1[0]), abs(q1[1]))
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#888888", "width": 1},
-                                         hoverinfo="skip", showlegend=False, name="cell"), **where)
+                fig.add_trace(go.Scatter(
+                    x=xs, y=ys, mode="lines", line={"color": color, "width": 1 if poly is None else 1.5},
+                    fill=None, hoverinfo="skip" if poly is None else "text", text=None if poly is None else poly.label,
+                    meta=None if poly is None else {"vertices": poly.n_vertices, "centre": poly.index},
+                    showlegend=False, name=name), **where)
             if len(p["atoms"]):
                 order = np.argsort(p["atoms"][:, 2])  # back to front
                 pos = p["atoms"][order]

@@ -257,17 +257,14 @@ def test_compare_page_paper_figures(ckpts, button, label, element):
     assert at.multiselect(key="cmp_methods").value == ["max", "weighted_pca"]
     n_layers = ModelConfig().num_layers
     grids = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    side = [g for g in grids if sum(1 for k in g["layout"] if k.startswith("scene")) == 2 * n_layers]
+    # Plotly: 2D projections (rows: the two methods, columns: layers), no WebGL context per panel.
+    side = [g for g in grids if sum(1 for k in g["layout"] if k.startswith("xaxis")) == 2 * n_layers
+            and any(a.get("text") == "weighted-PCA frames" for a in g["layout"].get("annotations", []))]
     assert side, "no 2 × layers side-by-side figure"
     titles = [a.get("text", "") for a in side[0]["layout"]["annotations"]]
-    assert sum("layer" in t for t in titles) == 2 * n_layers
-    import base64
-
-    import numpy as np
-
-    def array(v):  # plotly.js typed arrays arrive as {"dtype", "bdata"}
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]) if isinstance(v, dict) else np.array(v)
-
-    meshes = [t for t in side[0]["data"] if t.get("type") == "mesh3d"]
-    assert len(meshes) == 2 * n_layers  # the centre's polyhedron in each panel
-    assert {len(array(m["x"])) for m in meshes} == {4 if element == "C" else 6}  # CN4 tetrahedron / CN6 octahedron
+    assert sum(t.startswith("layer ") for t in titles) == n_layers and "max frames" in titles
+    polys = [t for t in side[0]["data"] if t.get("name") == "polyhedron"]
+    assert len(polys) == 2 * n_layers  # the centre's polyhedron in each panel
+    assert {p["meta"]["vertices"] for p in polys} == {4 if element == "C" else 6}  # tetrahedron / octahedron
+    assert {p["meta"]["centre"] for p in polys} == {atom}
+    assert sum(1 for t in side[0]["data"] if t.get("name") == "e1") == 2 * n_layers
