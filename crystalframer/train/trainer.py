@@ -44,6 +44,10 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 1e-5
     schedule_t: float = 4000.0
+    # Linear learning-rate warm-up over the first steps (0 = none, the paper's recipe). Fine-tuning uses it: Adam's
+    # first steps move every weight by about the learning rate whatever its gradient, which knocks a trained model
+    # off what it knows before the moment estimates settle.
+    warmup_steps: int = 0
     clip_norm: float = 1.0
     swa_epochs: int = 50
     seed: int = 123
@@ -111,6 +115,11 @@ def target_statistics(graphs: Sequence[CrystalGraph], n_targets: int) -> tuple[n
 
 def inverse_sqrt_factor(step: int, t: float) -> float:
     return math.sqrt(t / (t + step))
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """(step + 1)/warmup_steps for the first ``warmup_steps`` steps (0-based), then 1."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
 def evaluate_graphs(model: CrystalFramer, graphs: Sequence[CrystalGraph], batch_size: int,
@@ -306,7 +315,8 @@ class Trainer:
         model.train()
         for group in self.optimizer.param_groups:
             if self.epoch < self.swa_start or self.swa_model is None:
-                group["lr"] = self.cfg.lr * inverse_sqrt_factor(self.step, self.cfg.schedule_t)
+                group["lr"] = self.cfg.lr * inverse_sqrt_factor(self.step, self.cfg.schedule_t) * warmup_factor(
+                    self.step, self.cfg.warmup_steps)
         try:
             out = model(batch)
             target = self.model.normalize(batch.target)

@@ -105,6 +105,15 @@ def test_finetuning_the_shipped_model_on_mp_formation_energies_starts_from_what_
     start, epoch1 = result.history[0]["val_mae"], result.history[1]["val_mae"]
     assert not result.info["renormalized"]  # same unit and range: the checkpoint's normalisation is kept
     assert start <= 2 * card_mae, (start, card_mae)
-    assert epoch1 <= start * 1.1, (start, epoch1)  # one epoch moves it little (12 val structures: noise ~3 %)
+    # One epoch (with the default one-epoch learning-rate warm-up) does not make it worse; without the warm-up
+    # Adam's first steps did (+4.7 %).
+    assert epoch1 <= start, (start, epoch1)
     # The returned model is selected on validation with the starting weights as a candidate: never worse.
     assert result.info["metrics"]["val_mae"] <= start + 1e-6
+
+
+def test_warmup_factor_ramps_linearly_then_stays_at_one():
+    from crystalframer.train.trainer import warmup_factor
+
+    assert [warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0  # no warm-up: the paper's recipe
