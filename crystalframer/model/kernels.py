@@ -40,6 +40,7 @@ from crystalframer.model.ops import log_tiny
 
 log = logging.getLogger(__name__)
 
+HEADERS = (Path(__file__).with_name("csrc") / "ftz.h",)
 SOURCES = tuple(Path(__file__).with_name("csrc") / name
                 for name in ("angle_grid.c", "attention_core.c", "max_frames.c", "pair_products.c"))
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
@@ -114,7 +115,7 @@ def library() -> ctypes.CDLL | None:
         try:
             if shutil.which(compiler) is None:
                 raise FileNotFoundError(f"no C compiler {compiler!r} on PATH")
-            key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + " ".join([compiler, *FLAGS]).encode()
+            key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES + HEADERS) + " ".join([compiler, *FLAGS]).encode()
                                  + _cpu_signature().encode()).hexdigest()[:16]
             target = _cache_dir() / f"crystalframer-{platform.machine()}-{key}.so"
             if not target.exists():
@@ -163,6 +164,11 @@ def _run_parallel(fn, ranges: list[tuple[int, int]], make_args) -> None:
         raise RuntimeError(f"CPU kernel failed (codes {codes}); row width over {MAX_WIDTH}?")
 
 
+def _suffix(t: torch.Tensor) -> str:
+    """The kernels' name suffix for a tensor's dtype (float32 or float64; kernels_enabled checks the rest)."""
+    return "f32" if t.dtype == torch.float32 else "f64"
+
+
 def _ptr(t: torch.Tensor | np.ndarray) -> int:
     return t.data_ptr() if isinstance(t, torch.Tensor) else t.ctypes.data
 
@@ -191,7 +197,7 @@ class CpuGridAngleTerm(torch.autograd.Function):
                 row_atom: torch.Tensor, num_atoms: int, grid, cos_abs: bool,  # type: ignore[override]
                 ends: torch.Tensor | None = None) -> torch.Tensor:
         lib = library()
-        suffix = "f32" if weights.dtype == torch.float32 else "f64"
+        suffix = _suffix(weights)
         weights_c = weights.detach().contiguous()
         ends_c = None if ends is None else ends.to(torch.int64).contiguous()
         frames_c = frames.detach().to(weights.dtype).contiguous()
@@ -217,7 +223,7 @@ class CpuGridAngleTerm(torch.autograd.Function):
         if not (need_weights or need_table):
             return None, None, None, None, None, None, None, None, None
         lib = library()
-        suffix = "f32" if grad_out.dtype == torch.float32 else "f64"
+        suffix = _suffix(grad_out)
         grad_out = grad_out.contiguous()
         heads, width = weights.shape[1], weights.shape[2]
         dim = table_t.shape[1]
@@ -279,7 +285,7 @@ class CpuAttentionCore(torch.autograd.Function):
     def forward(ctx, qk: torch.Tensor, a: torch.Tensor, layout: SlotLayout,  # type: ignore[override]
                 need_logits: bool, cut: tuple[float, float]) -> tuple[torch.Tensor, ...]:
         lib = library()
-        suffix = "f32" if qk.dtype == torch.float32 else "f64"
+        suffix = _suffix(qk)
         qk_c, a_c = qk.detach().contiguous(), a.detach().contiguous()
         n, heads, pairs = qk_c.shape
         rows, width = layout.dist2.shape
@@ -308,7 +314,7 @@ class CpuAttentionCore(torch.autograd.Function):
         n, heads, pairs = ctx.shape
         rows, width = layout.dist2.shape
         lib = library()
-        suffix = "f32" if weights.dtype == torch.float32 else "f64"
+        suffix = _suffix(weights)
         grad_pairs = weights.new_zeros((n, heads, pairs)) if grad_pairs is None else grad_pairs.contiguous()
         if grad_features is None:
             grad_features = weights.new_zeros((n, heads, layout.num_bases))
@@ -335,7 +341,7 @@ def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit: torch.Tens
     Stochastic tie-break noise comes from a counter-based generator keyed by one seed drawn from ``generator``
     (the global generator when None), so the draws are reproducible from the caller's generator."""
     lib = library()
-    suffix = "f32" if scores.dtype == torch.float32 else "f64"
+    suffix = _suffix(scores)
     n, heads = a.shape
     width = scores.shape[2]
     bounds = _atom_row_bounds(row_atom, n)
@@ -370,7 +376,7 @@ class CpuPairDot(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, dst: torch.Tensor, count: torch.Tensor,  # type: ignore[override]
                 scale: float) -> torch.Tensor:
         lib = library()
-        suffix = "f32" if a.dtype == torch.float32 else "f64"
+        suffix = _suffix(a)
         a_c, b_c, dst_c = a.detach().contiguous(), b.detach().contiguous(), dst.contiguous()
         counts, ranges = _pair_ranges(count)
         n, heads, dim = a_c.shape
@@ -387,7 +393,7 @@ class CpuPairDot(torch.autograd.Function):
         a, b, dst = ctx.saved_tensors
         counts, ranges, scale = ctx.meta
         lib = library()
-        suffix = "f32" if a.dtype == torch.float32 else "f64"
+        suffix = _suffix(a)
         grad = grad.contiguous()
         n, heads, dim = a.shape
         ga = torch.empty_like(a)
@@ -407,7 +413,7 @@ class CpuPairMix(torch.autograd.Function):
     def forward(ctx, p: torch.Tensor, b: torch.Tensor, dst: torch.Tensor,  # type: ignore[override]
                 count: torch.Tensor) -> torch.Tensor:
         lib = library()
-        suffix = "f32" if p.dtype == torch.float32 else "f64"
+        suffix = _suffix(p)
         p_c, b_c, dst_c = p.detach().contiguous(), b.detach().contiguous(), dst.contiguous()
         counts, ranges = _pair_ranges(count)
         n, heads, dim = b_c.shape
@@ -424,7 +430,7 @@ class CpuPairMix(torch.autograd.Function):
         p, b, dst = ctx.saved_tensors
         counts, ranges = ctx.meta
         lib = library()
-        suffix = "f32" if p.dtype == torch.float32 else "f64"
+        suffix = _suffix(p)
         grad = grad.contiguous()
         n, heads, dim = b.shape
         gp = torch.empty_like(p)

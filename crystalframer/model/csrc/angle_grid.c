@@ -18,17 +18,7 @@
    contiguous over the nodes); out, g_out (N, H, dim). */
 #include <stdint.h>
 #include <stdlib.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-/* Flush subnormal results and operands to zero while a kernel runs (and restore the caller's mode): products of
-   tiny attention weights, stencil weights and tiny basis values can be subnormal, which costs a microcode assist
-   each on x86; flushing changes a result by less than the smallest normal number (1.2e-38 in float32). */
-#define FTZ_BEGIN const unsigned int csr_ = _mm_getcsr(); _mm_setcsr(csr_ | 0x8040);
-#define FTZ_END _mm_setcsr(csr_);
-#else
-#define FTZ_BEGIN
-#define FTZ_END
-#endif
+#include "ftz.h"
 
 #define MAX_WIDTH 256
 

@@ -22,16 +22,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-/* Flush subnormal results and operands to zero while a kernel runs, restoring the caller's mode (products of
-   floored weights and gradients can be subnormal: a microcode assist each on x86; see angle_grid.c). */
-#define FTZ_BEGIN const unsigned int csr_ = _mm_getcsr(); _mm_setcsr(csr_ | 0x8040);
-#define FTZ_END _mm_setcsr(csr_);
-#else
-#define FTZ_BEGIN
-#define FTZ_END
-#endif
+#include "ftz.h"
 
 /* exp(x) for log_floor <= x <= 0 (the only arguments here: logits minus their maximum, floored), in a form the
    compiler vectorizes: x = n·ln2 + r with |r| <= ln2/2, e^r by a polynomial (float: degree 6, double: the (3, 3)
