@@ -125,8 +125,6 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     orientation). e1 = direction of the highest-weight non-zero image; ẽ2 maximises w·(1 − |e1·r̂|) over
     non-parallel images; Gram–Schmidt; e3 = e1 × e2.
     """
-    h = score_base.shape[1]
-    n = geom.num_atoms
     if kernels_enabled(score_base):  # CPU: the same rules in one compiled pass per atom and head
         e1, t2, ok1, ok2 = max_frame_axes(score_base, weights, geom.unit, geom.vec, geom.dist2, geom.valid, a,
                                           geom.row_atom, sampling.stochastic and noise > 0, 0.5 * noise,
