@@ -102,11 +102,11 @@ class PeriodicAttention(nn.Module):
         cfg = self.cfg
         centers = angle_centers(cfg.angle_bases, cfg.cos_abs, weights.dtype, weights.device)
         width = angle_width(cfg.angle_bases, cfg.angle_width_scale, cfg.cos_abs)
-        weights = weights * geom.valid[:, None, :].to(weights.dtype)  # the zero image has no direction
-        if cfg.angle_features == "grid":
+        if cfg.angle_features == "grid":  # slots without a direction (the zero image) are skipped there
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
             return angle_term_grid(weights, frames, geom.unit, geom.row_atom, self.pe_angle_proj, centers, width,
                                    grid, cfg.cos_abs, ends)
+        weights = weights * geom.valid[:, None, :].to(weights.dtype)  # the zero image has no direction
         with torch.no_grad():
             cos = slot_cosines(frames, geom.unit, geom.row_atom, slice(None), cfg.cos_abs)
         return geom.atom_sum(angle_term_exact(weights, cos, self.pe_angle_proj, centers, width))

@@ -5,10 +5,10 @@ Two ways to compute the framed angle term Σ_k P_k Σ_m w_m g(c_mk) of one layer
 * ``exact``: every Gaussian of every image-edge, head and axis (E·H·3·D exponentials), in row chunks that are
   recomputed in the backward pass so memory stays bounded. The test reference.
 * ``grid`` (default): the *projected* basis T_kh(c) = P_kh g(c) (head_dim values instead of D Gaussians) is
-  tabulated on a uniform grid of cosines each forward pass; each image-edge spreads its weight onto the four nearest
-  grid nodes with cubic Lagrange weights, and one batched matmul with the table gives the term. This is exact
-  for cubic polynomials, and for the Gaussians each interpolated value g̃(c) obeys the proven bound
-  |g̃(c) − g(c)| ≤ (9/128)·(h/τ)^4 (h = grid step, τ = Gaussian width), which fixes the grid size from
+  tabulated on a uniform grid of cosines each forward pass; each image-edge spreads its weight onto the six nearest
+  grid nodes with quintic Lagrange weights, and one batched matmul with the table gives the term. This is exact
+  for quintic polynomials, and for the Gaussians each interpolated value g̃(c) obeys the proven bound
+  |g̃(c) − g(c)| ≤ (75/1024)·(h/τ)^6 (h = grid step, τ = Gaussian width), which fixes the grid size from
   ``angle_grid_tol``. The same bound holds for the gradients (they interpolate the same functions).
 """
 
@@ -19,12 +19,18 @@ from dataclasses import dataclass
 
 import torch
 
-from crystalframer.model.kernels import CpuGridAngleTerm, kernels_enabled
+from crystalframer.model.kernels import CpuAngleHistogram, kernels_enabled
 from crystalframer.model.ops import floored_exp
 
-# Cubic Lagrange interpolation on nodes −1, 0, 1, 2 around t ∈ [0, 1): max_t |Π (t − o)| / 4! = (9/16)/24, and
-# the fourth derivative of exp(−x²/2τ²) peaks at 3/τ⁴ (x = 0), so the error is at most (9/128)(h/τ)⁴.
-_LAGRANGE_CONSTANT = 9.0 / 128.0
+# Quintic Lagrange interpolation on nodes −2 … 3 around t ∈ [0, 1): max_t |Π (t − o)| / 6! = (225/64)/720 (at
+# t = 1/2), and the sixth derivative of exp(−x²/2τ²) peaks at |He_6(0)|/τ⁶ = 15/τ⁶ (x = 0), so the error is at most
+# (75/1024)(h/τ)⁶. Six nodes instead of four: a 2.9× coarser grid for the same bound (157 nodes instead of 462 at
+# the default tolerance), so the histograms stay in the L1 cache and their products with the table cost a third.
+_LAGRANGE_CONSTANT = 75.0 / 1024.0
+_LAGRANGE_ORDER = 6
+STENCIL_TAPS = 6  # nodes −2 … 3
+SPARE_BELOW, SPARE_ABOVE = 3, 5  # grid nodes beyond [low, high]: the stencil's reach plus two for the CPU kernels'
+# 8-lane vector additions (the histogram rows stay separate, so threads never touch each other's)
 _EXACT_CHUNK_ELEMENTS = 1 << 21
 
 
@@ -142,7 +148,7 @@ def angle_term_exact(weights: torch.Tensor, cos: torch.Tensor, proj: torch.Tenso
 @dataclass(frozen=True)
 class AngleGrid:
     """Uniform grid of cosines x_p = start + p·step, p = 0..size−1, covering [low, high] with a margin for the
-    four-node stencil (and for cosines that round slightly outside [low, high])."""
+    six-node stencil (and for cosines that round slightly outside [low, high])."""
 
     low: float
     high: float
@@ -151,43 +157,35 @@ class AngleGrid:
 
     @classmethod
     def for_basis(cls, width: float, cos_abs: bool, tol: float) -> "AngleGrid":
-        """The coarsest grid whose interpolation error bound (9/128)(h/τ)^4 is ≤ ``tol``."""
+        """The coarsest grid whose interpolation error bound (75/1024)(h/τ)^6 is ≤ ``tol``."""
         if not tol > 0:
             raise ValueError(f"angle_grid_tol must be positive, got {tol}")
         low, high = (0.0, 1.0) if cos_abs else (-1.0, 1.0)
-        step_max = width * (tol / _LAGRANGE_CONSTANT) ** 0.25
+        step_max = width * (tol / _LAGRANGE_CONSTANT) ** (1.0 / _LAGRANGE_ORDER)
         intervals = max(1, math.ceil((high - low) / step_max))
         step = (high - low) / intervals
-        return cls(low=low, high=high, step=step, size=intervals + 5)
+        return cls(low=low, high=high, step=step, size=intervals + 1 + SPARE_BELOW + SPARE_ABOVE)
 
     @property
     def start(self) -> float:
-        return self.low - 2.0 * self.step  # two spare nodes below low, three above high
+        return self.low - SPARE_BELOW * self.step
 
     def error_bound(self, width: float) -> float:
         """Proven bound on |g̃(c) − g(c)| for every Gaussian of width ``width`` and every c in [low, high]."""
-        return _LAGRANGE_CONSTANT * (self.step / width) ** 4
+        return _LAGRANGE_CONSTANT * (self.step / width) ** _LAGRANGE_ORDER
 
     def nodes(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return self.start + self.step * torch.arange(self.size, dtype=dtype, device=device)
 
 
-def _cubic_lagrange(t: torch.Tensor) -> list[torch.Tensor]:
-    """Weights of nodes −1, 0, 1, 2 for points at t ∈ [0, 1) between nodes 0 and 1 (each tensor shaped like t).
-
-    Written with fused multiply-adds because the cost is memory passes over E·H·3 values: 9 passes for four weights.
-    """
-    zero = t.new_zeros(())
-    tm1 = t - 1.0
-    a = t * tm1  # t(t − 1)
-    b = a - 2.0  # (t + 1)(t − 2)
-    w0 = torch.addcmul(zero, b, tm1, value=0.5)  # (t+1)(t−1)(t−2)/2
-    w1 = torch.addcmul(zero, b, t, value=-0.5)  # −(t+1)t(t−2)/2
-    tm1.sub_(1.0)  # t − 2
-    wm1 = torch.addcmul(zero, a, tm1, value=-1.0 / 6.0)  # −t(t−1)(t−2)/6
-    tm1.add_(3.0)  # t + 1
-    w2 = torch.addcmul(zero, a, tm1, value=1.0 / 6.0)  # (t+1)t(t−1)/6
-    return [wm1, w0, w1, w2]
+def _quintic_lagrange(t: torch.Tensor) -> list[torch.Tensor]:
+    """Weights of nodes −2 … 3 for points at t ∈ [0, 1) between nodes 0 and 1 (each tensor shaped like t)."""
+    a, b, d, e, f = t + 2.0, t + 1.0, t - 1.0, t - 2.0, t - 3.0
+    ab, ef = a * b, e * f
+    abt, tdef = ab * t, t * d * ef
+    abtd = abt * d
+    return [b * tdef * (-1.0 / 120.0), a * tdef * (1.0 / 24.0), ab * d * ef * (-1.0 / 12.0),
+            abt * ef * (1.0 / 12.0), abtd * f * (-1.0 / 24.0), abtd * e * (1.0 / 120.0)]
 
 
 _GRID_CHUNK_ITEMS = 1 << 18  # (slot, head, axis) items per chunk: the chunk's temporaries stay in cache
@@ -208,24 +206,24 @@ def slot_cosines(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tenso
 
 def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor, rows: slice, first_atom: int,
                   num_atoms: int, grid: AngleGrid, cos_abs: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """For the slots of ``rows``: flat index of stencil node −1 of each (slot, head, axis) item in the chunk's
-    histogram, and its four cubic Lagrange weights. Histogram layout (head·axis, atom − first_atom, node) =
+    """For the slots of ``rows``: flat index of stencil node −2 of each (slot, head, axis) item in the chunk's
+    histogram, and its six quintic Lagrange weights. Histogram layout (head·axis, atom − first_atom, node) =
     (Q, num_atoms, G), Q = H·3.
 
-    frames: (N, H, 3, 3); unit: (R, W, 3). Returns index (r, H, 3, W) int64 and four (r, H, 3, W) weights.
+    frames: (N, H, 3, 3); unit: (R, W, 3). Returns index (r, H, 3, W) int64 and six (r, H, 3, W) weights.
     """
     atoms = row_atom[rows]
     r = int(atoms.shape[0])
     h = frames.shape[1]
     g = grid.size
     cos = slot_cosines(frames, unit, row_atom, rows, cos_abs)
-    # Grid coordinate u ∈ [2, G − 3] for c ∈ [low, high]; the clamp only guards against rounding.
-    u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(1.0, g - 3.0)
+    # Grid coordinate u ∈ [3, G − 6] for c ∈ [low, high]; the clamp only guards against rounding.
+    u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(2.0, g - 6.0)
     index = u.long()  # floor, as u > 0
     frac = u.sub_(index)
     q = torch.arange(h * 3, device=unit.device).view(1, h, 3, 1)
-    index.add_((q * num_atoms + (atoms - first_atom).view(r, 1, 1, 1)) * g - 1)
-    return index, _cubic_lagrange(frac)
+    index.add_((q * num_atoms + (atoms - first_atom).view(r, 1, 1, 1)) * g - 2)
+    return index, _quintic_lagrange(frac)
 
 
 def _row_chunks(row_atom: torch.Tensor, step: int) -> list[tuple[slice, int, int]]:
@@ -240,10 +238,10 @@ def _row_chunks(row_atom: torch.Tensor, step: int) -> list[tuple[slice, int, int
 
 def _spread(weights: torch.Tensor, index: torch.Tensor, lagrange: list[torch.Tensor], numel: int,
             inplace: bool) -> torch.Tensor:
-    """hist[index + s] += w · L_s for the four stencil taps s (weights (r, H, 1, W) broadcast over the axis)."""
+    """hist[index + s] += w · L_s for the six stencil taps s (weights (r, H, 1, W) broadcast over the axis)."""
     hist = weights.new_zeros(numel)
     flat = index.reshape(-1)
-    for s, lag in enumerate(lagrange):  # the four stencil taps (a constant, not the data)
+    for s, lag in enumerate(lagrange):  # the six stencil taps (a constant, not the data)
         hist[s:].scatter_add_(0, flat, (lag.mul_(weights) if inplace else lag * weights).reshape(-1))
     return hist
 
@@ -291,7 +289,7 @@ class _GridAngleTerm(torch.autograd.Function):
                 grad_hist = torch.bmm(grad_chunk, table.transpose(1, 2)).reshape(-1)  # (Q·count·G,)
                 flat = index.reshape(-1)
                 acc = grad_hist.index_select(0, flat).view_as(index).mul_(lagrange[0])
-                for s in range(1, 4):
+                for s in range(1, STENCIL_TAPS):
                     acc.addcmul_(grad_hist[s:].index_select(0, flat).view_as(index), lagrange[s])
                 grad_weights[rows] = acc.sum(2)
         return grad_weights, grad_table, None, None, None, None, None, None
@@ -302,18 +300,23 @@ def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Ten
                     cos_abs: bool, ends: torch.Tensor | None = None) -> torch.Tensor:
     """The same term as :func:`angle_term_exact`, through the tabulated projected basis (see the module doc).
 
-    weights: (R, H, W) slot weights (zero on empty slots and the zero image); frames: (N, H, 3, 3) detached;
-    unit: (R, W, 3) unit vectors of the slots (zero where empty); row_atom: (R,) the atom of each row;
-    proj: (3, H, head_dim, D); ends (N, H), optional: the compiled kernel's hint that only the first ends[i, h] slots
-    of atom i are inside head h's softmax (see :class:`~crystalframer.model.kernels.CpuGridAngleTerm`).
-    Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, four
-    scatter-adds (and four gathers backward); per atom, head and axis: one (G × head_dim) product. On CPU the
-    per-item work runs in the compiled kernels of :mod:`crystalframer.model.kernels` (the same arithmetic).
+    weights: (R, H, W) slot weights (those of slots without a direction, i.e. empty slots and the zero image, are
+    ignored); frames: (N, H, 3, 3) detached; unit: (R, W, 3) unit vectors of the slots (zero where empty or the zero
+    image); row_atom: (R,) the atom of each row; proj: (3, H, head_dim, D); ends (N, H), optional: the compiled
+    kernel's hint that only the first ends[i, h] slots of atom i are inside head h's softmax (see
+    :class:`~crystalframer.model.kernels.CpuAngleHistogram`). Returns (N, H, head_dim). Cost per image-edge, head
+    and axis: one cosine, six scatter-adds (and six gathers backward); per atom, head and axis: one
+    (G × head_dim) product. On CPU the per-item work runs in the compiled kernels of
+    :mod:`crystalframer.model.kernels` (the same arithmetic) and the products are one batched matmul per layer.
     """
     n, h = frames.shape[:2]
     nodes = grid.nodes(weights.dtype, weights.device)
-    table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj).reshape(h * 3, grid.size, -1)
+    table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj)  # (H, 3, G, head_dim)
     if kernels_enabled(weights):
-        return CpuGridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs, ends)
-    out = _GridAngleTerm.apply(weights, table, frames.detach(), unit, row_atom, n, grid, cos_abs)
+        hist = CpuAngleHistogram.apply(weights, frames.detach(), unit, row_atom, n, grid, cos_abs, ends)
+        out = torch.bmm(hist.view(h, n, -1), table.reshape(h, 3 * grid.size, -1))  # (H, N, head_dim)
+        return out.transpose(0, 1)
+    weights = weights * (unit != 0).any(-1)[:, None, :].to(weights.dtype)  # no direction, no angle features
+    out = _GridAngleTerm.apply(weights, table.reshape(h * 3, grid.size, -1), frames.detach(), unit, row_atom, n,
+                               grid, cos_abs)
     return out.view(h, 3, n, -1).sum(1).transpose(0, 1)

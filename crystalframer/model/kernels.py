@@ -3,12 +3,10 @@ angle term (§6.4).
 
 Attention (``csrc/attention_core.c``): logits, the softmax over each atom's slots, the value sums per atom pair and
 the distance features, and their backward pass, in one pass per atom instead of a dozen PyTorch passes over
-(rows, heads, slots) tensors. Angle term (``csrc/angle_grid.c``): the grid path spreads every (image-edge, head, axis) item onto four grid nodes of a per-(head, axis, atom)
-histogram, multiplies the histogram by the tabulated projected basis, and in the backward pass gathers the
-histogram's gradient at the same nodes. In pure PyTorch each per-item step is a separate pass over E·H·3 values in
-memory; the C kernels in ``csrc/angle_grid.c`` do the cosine, the stencil weights and the four additions of a row
-in one go while the atom's histogram stays in cache (measured ~3–4× faster than the PyTorch passes, and than a numba
-version of the same loops).
+(rows, heads, slots) tensors. Angle term (``csrc/angle_grid.c``): the grid path spreads every (image-edge, head, axis) item onto six
+grid nodes of a per-(head, atom, axis) histogram (one 8-lane vector addition per item), and in the backward pass
+gathers the histogram's gradient at the same nodes; the histograms' products with the tabulated projected basis are
+one batched matmul in PyTorch. In pure PyTorch each per-item step is a separate pass over E·H·3 values in memory.
 
 The C files are compiled on first use with the system C compiler (``$CC``, else ``cc``) into the user cache
 (``$XDG_CACHE_HOME/crystalframer/kernels``, keyed by the source, the compiler flags and the CPU) and loaded with
@@ -79,12 +77,12 @@ def _compile(compiler: str, target: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        angle_forward = getattr(lib, f"cf_angle_fwd_{suffix}")
-        angle_forward.argtypes = [ptr] * 5 + [i64] * 6 + [real, real, ctypes.c_int, ptr, ptr]
-        angle_forward.restype = ctypes.c_int
-        angle_backward = getattr(lib, f"cf_angle_bwd_{suffix}")
-        angle_backward.argtypes = [ptr] * 5 + [i64] * 6 + [real, real, ctypes.c_int] + [ptr] * 4
-        angle_backward.restype = ctypes.c_int
+        spread = getattr(lib, f"cf_angle_spread_{suffix}")
+        spread.argtypes = [ptr] * 5 + [i64] * 6 + [real, real, ctypes.c_int, ptr]
+        spread.restype = ctypes.c_int
+        gather = getattr(lib, f"cf_angle_gather_{suffix}")
+        gather.argtypes = [ptr] * 4 + [i64] * 6 + [real, real, ctypes.c_int, ptr, ptr]
+        gather.restype = ctypes.c_int
         forward = getattr(lib, f"cf_attn_fwd_{suffix}")
         forward.argtypes = [ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5
         forward.restype = ctypes.c_int
@@ -181,20 +179,20 @@ def _atom_row_bounds(row_atom: torch.Tensor, num_atoms: int) -> np.ndarray:
     return bounds
 
 
-class CpuGridAngleTerm(torch.autograd.Function):
-    """(N, H, head_dim): Σ_axes Σ_m w_m T̃_{h,axis}(c_m), the table interpolated at each item's cosine with the cubic
-    Lagrange weights of the grid (what the PyTorch version computes as a histogram of the items times the table).
+class CpuAngleHistogram(torch.autograd.Function):
+    """(H, N, 3, G) per (head, atom, axis) histograms of the slots' quintic Lagrange stencil weights on the cosine
+    grid, hist[h, i, a, node] = Σ_m w_m L_node(e_iha·r̂_m): what the PyTorch version spreads chunk by chunk; the caller
+    multiplies them by the tabulated projected basis (``csrc/angle_grid.c``).
 
-    weights (R, H, W), zero on empty slots, the zero image and past each head's cutoff; table (Q = 3H, G, head_dim);
-    frames (N, H, 3, 3) detached; unit (R, W, 3); row_atom (R,), sorted. ``ends`` (N, H) int64, optional: only
+    weights (R, H, W); frames (N, H, 3, 3) detached; unit (R, W, 3); row_atom (R,), sorted. Only slots with a
+    direction count, so the zero image and empty slots need no zero weight. ``ends`` (N, H) int64, optional: only
     the first ends[i, h] slots of atom i are inside head h's softmax (slots are nearest first); the others are not
-    visited and their weight gradient is reported as 0 (nothing upstream depends on it). Slots without a direction
-    get weight gradient 0.
+    visited. Slots that do not count get weight gradient 0 (nothing upstream depends on it).
     """
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, table: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor,
-                row_atom: torch.Tensor, num_atoms: int, grid, cos_abs: bool,  # type: ignore[override]
+    def forward(ctx, weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
+                num_atoms: int, grid, cos_abs: bool,  # type: ignore[override]
                 ends: torch.Tensor | None = None) -> torch.Tensor:
         lib = library()
         suffix = _suffix(weights)
@@ -202,42 +200,29 @@ class CpuGridAngleTerm(torch.autograd.Function):
         ends_c = None if ends is None else ends.to(torch.int64).contiguous()
         frames_c = frames.detach().to(weights.dtype).contiguous()
         unit_t = unit.detach().to(weights.dtype).transpose(1, 2).contiguous()  # (R, 3, W)
-        table_t = table.detach().transpose(1, 2).contiguous()  # (Q, head_dim, G)
         bounds = _atom_row_bounds(row_atom, num_atoms)
         heads, width = weights.shape[1], weights.shape[2]
-        dim = table.shape[-1]
-        out = weights.new_empty((num_atoms, heads, dim))
+        hist = weights.new_empty((heads, num_atoms, 3, grid.size))
         ranges = _atom_ranges(bounds, torch.get_num_threads())
-        _run_parallel(getattr(lib, f"cf_angle_fwd_{suffix}"), ranges, lambda lo, hi: (
-            _ptr(weights_c), _ptr(frames_c), _ptr(unit_t), _ptr(bounds), None if ends_c is None else _ptr(ends_c), lo,
-            hi, heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table_t), _ptr(out)))
-        ctx.save_for_backward(weights_c, table_t, frames_c, unit_t)
-        ctx.meta = (grid, cos_abs, bounds, ranges, ends_c)
-        return out
+        _run_parallel(getattr(lib, f"cf_angle_spread_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(weights_c), _ptr(frames_c), _ptr(unit_t), _ptr(bounds), None if ends_c is None else _ptr(ends_c),
+            num_atoms, lo, hi, heads, width, grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(hist)))
+        ctx.save_for_backward(frames_c, unit_t)
+        ctx.meta = (grid, cos_abs, bounds, ranges, ends_c, heads, width, weights.shape[0])
+        return hist
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        weights, table_t, frames, unit_t = ctx.saved_tensors
-        grid, cos_abs, bounds, ranges, ends = ctx.meta
-        need_weights, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_weights or need_table):
-            return None, None, None, None, None, None, None, None, None
-        lib = library()
-        suffix = _suffix(grad_out)
-        grad_out = grad_out.contiguous()
-        heads, width = weights.shape[1], weights.shape[2]
-        dim = table_t.shape[1]
-        grad_weights = torch.empty_like(weights)
-        # One table gradient per thread (threads write disjoint atoms but share the table), summed afterwards.
-        grad_tables = table_t.new_zeros((len(ranges),) + tuple(table_t.shape)) if need_table else None
-        slot = {rg: k for k, rg in enumerate(ranges)}
-        _run_parallel(getattr(lib, f"cf_angle_bwd_{suffix}"), ranges, lambda lo, hi: (
-            _ptr(weights), _ptr(frames), _ptr(unit_t), _ptr(bounds), None if ends is None else _ptr(ends), lo, hi,
-            heads, width, grid.size, dim, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(table_t), _ptr(grad_out),
-            _ptr(grad_weights),
-            _ptr(grad_tables[slot[(lo, hi)]]) if grad_tables is not None else None))
-        grad_table = grad_tables.sum(0).transpose(1, 2) if grad_tables is not None else None
-        return (grad_weights if need_weights else None), grad_table, None, None, None, None, None, None, None
+    def backward(ctx, grad_hist: torch.Tensor):  # type: ignore[override]
+        frames, unit_t = ctx.saved_tensors
+        grid, cos_abs, bounds, ranges, ends, heads, width, rows = ctx.meta
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None, None, None
+        grad_hist = grad_hist.contiguous()
+        grad_weights = grad_hist.new_empty((rows, heads, width))
+        _run_parallel(getattr(library(), f"cf_angle_gather_{_suffix(grad_hist)}"), ranges, lambda lo, hi: (
+            _ptr(frames), _ptr(unit_t), _ptr(bounds), None if ends is None else _ptr(ends), len(bounds) - 1, lo, hi,
+            heads, width, grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(grad_hist), _ptr(grad_weights)))
+        return grad_weights, None, None, None, None, None, None, None
 
 
 @dataclass

@@ -7,17 +7,18 @@ import pytest
 import torch
 
 from crystalframer.model import features
-from crystalframer.model.features import (AngleGrid, _cubic_lagrange, angle_centers, angle_gaussians, angle_term_exact,
+from crystalframer.model.features import (AngleGrid, _quintic_lagrange, angle_centers, angle_gaussians, angle_term_exact,
                                     angle_term_grid, angle_width)
 
 PRESETS = [(64, 4.0), (16, 1.0)]  # (angle bases, width scale): default and lightweight presets
 
 
-def test_cubic_lagrange_reproduces_cubics():
+def test_quintic_lagrange_reproduces_quintics():
     t = torch.linspace(0, 1, 101, dtype=torch.float64)[:-1]
-    weights = _cubic_lagrange(t)
-    for poly in (lambda x: x**0, lambda x: x, lambda x: 3 * x**2 - x, lambda x: x**3 - 2 * x):
-        interp = sum(w * poly(torch.tensor(float(s - 1), dtype=torch.float64)) for s, w in enumerate(weights))
+    weights = _quintic_lagrange(t)
+    for poly in (lambda x: x**0, lambda x: x, lambda x: 3 * x**2 - x, lambda x: x**3 - 2 * x,
+                 lambda x: x**4 - x**2 + 0.5, lambda x: 0.3 * x**5 - x**4 + 2 * x):
+        interp = sum(w * poly(torch.tensor(float(s - 2), dtype=torch.float64)) for s, w in enumerate(weights))
         torch.testing.assert_close(interp, poly(t), rtol=0, atol=1e-13)
 
 
@@ -33,11 +34,11 @@ def test_interpolation_error_is_within_the_proven_bound(bases, width_scale, cos_
     assert grid.error_bound(tau) <= tol
     c = torch.linspace(grid.low, grid.high, 20001, dtype=torch.float64)
     u = (c - grid.start) / grid.step
-    base = u.floor().clamp(1, grid.size - 3)
-    lag = _cubic_lagrange(u - base)
+    base = u.floor().clamp(2, grid.size - 6)
+    lag = _quintic_lagrange(u - base)
     node_values = angle_gaussians(grid.nodes(torch.float64, torch.device("cpu")), centers, tau)
     idx = base.long()
-    approx = sum(w[:, None] * node_values[idx - 1 + s] for s, w in enumerate(lag))
+    approx = sum(w[:, None] * node_values[idx - 2 + s] for s, w in enumerate(lag))
     err = (approx - angle_gaussians(c, centers, tau)).abs().max().item()
     assert err <= grid.error_bound(tau) * (1 + 1e-9)
     assert err > grid.error_bound(tau) / 3
