@@ -101,7 +101,7 @@ def collate(graphs: Sequence[CrystalGraph], dtype: torch.dtype = torch.float32) 
         edge_src=torch.from_numpy(src),
         edge_dst=torch.from_numpy(dst),
         edge_vec=torch.tensor(np.concatenate([g.neighbors.vec for g in graphs]), dtype=dtype),
-        edge_image=torch.from_numpy(np.concatenate([g.neighbors.image for g in graphs])),
+        edge_image=torch.from_numpy(np.concatenate([g.neighbors.image for g in graphs]).astype(np.int64)),
         target=targets,
         idents=[g.ident for g in graphs],
     )

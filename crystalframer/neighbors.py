@@ -11,20 +11,50 @@ import numpy as np
 
 
 
+def smallest_int(values: np.ndarray, floor: type = np.int8) -> np.ndarray:
+    """``values`` in the smallest signed integer type (at least ``floor``) that holds them exactly."""
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if np.dtype(dtype).itemsize < np.dtype(floor).itemsize:
+            continue
+        info = np.iinfo(dtype)
+        if values.size == 0 or (values.min() >= info.min and values.max() <= info.max):
+            return values.astype(dtype, copy=False)
+    return values.astype(np.int64, copy=False)
+
+
 @dataclass(frozen=True)
 class NeighborList:
     """Image-edges of one crystal, sorted by source atom i (i-major), then by j and n.
 
-    src, dst: (E,) int64 atom indices i (query) and j (key).
-    image: (E, 3) int64 lattice translation n, relative to the *unwrapped* input positions.
-    vec: (E, 3) float64 r = p_j + n·L − p_i in Å.
+    src, dst: (E,) atom indices i (query) and j (key), int32 (int64 past 2^31 atoms).
+    image: (E, 3) lattice translation n, relative to the *unwrapped* input positions, in the smallest integer type
+    that holds it (int8 for all but needle-thin cells).
+    positions (N, 3) Å and lattice (3, 3) (rows are lattice vectors), float64: the crystal the list was built for.
+    vec (a property): (E, 3) float64 r = p_j + n·L − p_i in Å, recomputed on use with the same arithmetic as the
+    search, so it is bit-identical to storing it — and the list takes 11 bytes per edge instead of 64: the whole MP
+    training set at the default 10.9 Å sphere fits in ~3.6 GB instead of ~21 GB.
     """
 
     src: np.ndarray
     dst: np.ndarray
     image: np.ndarray
-    vec: np.ndarray
+    positions: np.ndarray
+    lattice: np.ndarray
     cutoff: float
+
+    @classmethod
+    def compact(cls, src: np.ndarray, dst: np.ndarray, image: np.ndarray, positions: np.ndarray,
+                lattice: np.ndarray, cutoff: float) -> "NeighborList":
+        """A list with its indices and images stored in the smallest exact integer types."""
+        return cls(src=smallest_int(np.asarray(src), np.int32), dst=smallest_int(np.asarray(dst), np.int32),
+                   image=smallest_int(np.asarray(image)), positions=np.asarray(positions, dtype=np.float64),
+                   lattice=np.asarray(lattice, dtype=np.float64), cutoff=float(cutoff))
+
+    @property
+    def vec(self) -> np.ndarray:
+        """(E, 3) float64 edge vectors r = p_j + n·L − p_i (Å)."""
+        image = self.image.astype(np.int64)  # the search's own dtype: the product below is the same arithmetic
+        return self.positions.take(self.dst, axis=0) + image @ self.lattice - self.positions.take(self.src, axis=0)
 
     @property
     def num_edges(self) -> int:
@@ -46,8 +76,7 @@ def neighbor_list(positions: np.ndarray, lattice: np.ndarray, cutoff: float) -> 
     lattice = np.ascontiguousarray(lattice, dtype=np.float64)
     if positions.shape[0] == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return NeighborList(src=empty, dst=empty, image=np.zeros((0, 3), np.int64), vec=np.zeros((0, 3)),
-                            cutoff=float(cutoff))
+        return NeighborList.compact(empty, empty, np.zeros((0, 3), np.int64), positions, lattice, cutoff)
     # A margin so edges on the sphere are candidates whatever the search's own rounding; the exact test follows.
     margin = 1e-6 * max(1.0, cutoff)
     src, dst, offsets, _ = find_points_in_spheres(positions, positions, float(cutoff) + margin,
@@ -59,4 +88,4 @@ def neighbor_list(positions: np.ndarray, lattice: np.ndarray, cutoff: float) -> 
     keep = np.einsum("ec,ec->e", vec, vec) <= cutoff * cutoff
     src, dst, image, vec = src[keep], dst[keep], image[keep], vec[keep]
     order = np.lexsort((image[:, 2], image[:, 1], image[:, 0], dst, src))
-    return NeighborList(src=src[order], dst=dst[order], image=image[order], vec=vec[order], cutoff=float(cutoff))
+    return NeighborList.compact(src[order], dst[order], image[order], positions, lattice, cutoff)

@@ -175,7 +175,7 @@ def pack_graphs(keys: Sequence[str], parts: Sequence[GraphParts]) -> dict[str, n
 
 
 def unpack_graphs(arrays: dict[str, np.ndarray], select: Iterable[int]) -> dict[int, GraphParts]:
-    """Rebuild the graphs at positions ``select`` of a packed shard (edge vectors recomputed exactly)."""
+    """Rebuild the graphs at positions ``select`` of a packed shard."""
     atom_off = np.concatenate([[0], np.cumsum(arrays["atom_counts"])])
     edge_off = np.concatenate([[0], np.cumsum(arrays["edge_counts"])])
     species = np.zeros((int(atom_off[-1]), NUM_SPECIES))
@@ -187,14 +187,12 @@ def unpack_graphs(arrays: dict[str, np.ndarray], select: Iterable[int]) -> dict[
         a0, a1, e0, e1 = atom_off[k], atom_off[k + 1], edge_off[k], edge_off[k + 1]
         positions, lattice = arrays["positions"][a0:a1], arrays["lattices"][k]
         src = np.repeat(np.arange(a1 - a0, dtype=np.int64), per_atom[a0:a1])
-        dst = arrays["edge_dst"][e0:e1].astype(np.int64)
-        image = arrays["edge_image"][e0:e1].astype(np.int64)
-        # The same arithmetic as neighbors.neighbor_list (gathers are exact; take() is just faster than [idx]).
-        vec = positions.take(dst, axis=0) + image @ lattice - positions.take(src, axis=0)
+        # Edge vectors are recomputed on use by NeighborList.vec, with the arithmetic of neighbors.neighbor_list.
         out[k] = GraphParts(
             arrays=CrystalArrays(species=species[a0:a1], positions=positions, lattice=lattice,
                                  atomic_numbers=numbers[a0:a1]),
-            neighbors=NeighborList(src=src, dst=dst, image=image, vec=vec, cutoff=float(arrays["cutoffs"][k])))
+            neighbors=NeighborList.compact(src, arrays["edge_dst"][e0:e1], arrays["edge_image"][e0:e1], positions,
+                                           lattice, float(arrays["cutoffs"][k])))
     return out
 
 

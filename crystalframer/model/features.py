@@ -24,7 +24,7 @@ from crystalframer.model.ops import floored_exp
 
 # Quintic Lagrange interpolation on nodes −2 … 3 around t ∈ [0, 1): max_t |Π (t − o)| / 6! = (225/64)/720 (at
 # t = 1/2), and the sixth derivative of exp(−x²/2τ²) peaks at |He_6(0)|/τ⁶ = 15/τ⁶ (x = 0), so the error is at most
-# (75/1024)(h/τ)⁶. Six nodes instead of four: a 2.9× coarser grid for the same bound (157 nodes instead of 462 at
+# (75/1024)(h/τ)⁶. Six nodes instead of four: a 2.9× coarser grid for the same bound (159 nodes instead of 462 at
 # the default tolerance), so the histograms stay in the L1 cache and their products with the table cost a third.
 _LAGRANGE_CONSTANT = 75.0 / 1024.0
 _LAGRANGE_ORDER = 6

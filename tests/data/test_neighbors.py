@@ -141,3 +141,19 @@ def test_coordinates_on_cell_faces():
     lattice = np.array([[3.4, 0.0, 0.0], [0.5, 3.6, 0.0], [0.2, -0.3, 3.9]])
     frac = np.array([[-1e-17, 0.0, 0.5], [1.0 - 1e-17, 0.5, 1e-17], [0.5, 1.0, -0.0]])
     check(frac @ lattice, lattice)
+
+
+def test_compact_storage_gives_the_same_vectors_bit_for_bit():
+    """The list keeps int32 indices and int8 images and recomputes r on use: the vectors equal, bit for bit, the
+    search's own p_j + n·L − p_i in int64/float64 (so predictions do not change), and a needle-thin cell whose
+    images exceed int8 widens the type instead of wrapping."""
+    rng = np.random.default_rng(3)
+    lattice = np.array([[4.1, 0.2, 0.0], [0.7, 3.9, 0.1], [0.3, -0.4, 5.2]])
+    positions = rng.random((5, 3)) @ lattice + rng.normal(0, 2.0, (5, 3))  # unwrapped: outside the cell
+    nl = neighbor_list(positions, lattice, CUTOFF)
+    assert nl.src.dtype == np.int32 and nl.dst.dtype == np.int32 and nl.image.dtype == np.int8
+    want = positions[nl.dst.astype(np.int64)] + nl.image.astype(np.int64) @ lattice - positions[nl.src.astype(np.int64)]
+    assert np.array_equal(nl.vec, want)
+    thin = neighbor_list(np.zeros((1, 3)), np.diag([0.05, 40.0, 40.0]), 8.0)  # 160 images along a
+    assert thin.image.dtype == np.int16 and int(np.abs(thin.image).max()) == 160
+    assert np.allclose(np.abs(thin.vec[:, 0]).max(), 8.0)
