@@ -30,7 +30,7 @@ def run_summary(run: Path) -> dict:
         "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
         "wall_s": float(rows[-1]["elapsed_s"]) if rows else float("nan"), "command": info.get("command", ""),
         "data": info.get("data", {}), "code_version": meta["code_version"], "rows": rows,
-        "train_config": info.get("train_config", {}),
+        "train_config": info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
     }
 
 
@@ -48,16 +48,24 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str) -> None
            if summary["frame_method"] != "none" and summary["angle_bases"] == 16 else ""), "",
         "## Result", "",
         f"- Validation MAE: **{summary['val_mae']:.4f} eV/atom** (RMSE {summary['val_rmse']:.4f}, "
-        f"R² {summary['val_r2']:.4f}) on the official MEGNet MP `val` split restricted to cells with "
-        f"≤ {data.get('max_sites')} sites ({data.get('n_val')} structures).",
+        f"R² {summary['val_r2']:.4f}) on the official MEGNet MP `val` split"
+        + (f" restricted to cells with ≤ {data.get('max_sites')} sites" if data.get("max_sites") else
+           " (all cell sizes)") + f" ({data.get('n_val')} structures).",
         f"- Shipped weights: the {summary['selected']} model (best-val raw model: "
         f"{summary['val_mae_best']:.4f}; SWA average: "
         + (f"{summary['val_mae_swa']:.4f}" if summary["val_mae_swa"] is not None else "n/a") + ").",
         f"- Trainable parameters: {summary['params']:,}.", "",
+    ]
+    if summary["by_size"]:
+        lines += ["| sites per cell | val MAE (eV/atom) | structures |", "|---|---|---|"]
+        lines += [f"| {g['sites']} | {g['mae'][0]:.4f} | {g['count'][0]} |" for g in summary["by_size"]]
+        lines += [""]
+    lines += [
         "## Training", "",
         f"- Exact command: `{summary['command']}` (config in `configs/`, run by this project's CLI).",
-        f"- Data: `{data.get('path')}` — MEGNet MP-2018.6.1 benchmark rows, official `train` split restricted to "
-        f"≤ {data.get('max_sites')} sites ({data.get('n_train')} structures; the 4 |E_form| > 5 eV/atom artefacts "
+        f"- Data: `{data.get('path')}` — MEGNet MP-2018.6.1 benchmark rows, official `train` split"
+        + (f" restricted to ≤ {data.get('max_sites')} sites" if data.get("max_sites") else " (all cell sizes)")
+        + f" ({data.get('n_train')} structures; the 4 |E_form| > 5 eV/atom artefacts "
         "dropped). The held-out test split was not used.",
         f"- Recipe: AdamW lr {tc.get('lr')}, betas {tc.get('betas')}, weight decay {tc.get('weight_decay')}, "
         f"inverse-sqrt schedule T={tc.get('schedule_t')}, clip {tc.get('clip_norm')}, L1 on normalised targets, "

@@ -180,6 +180,11 @@ def cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     for k, name in enumerate(model.config.target_names):
         print(f"{name:<24}{metrics['mae'][k]:>12.5g}{metrics['rmse'][k]:>12.5g}{metrics['r2'][k]:>10.4f}"
               f"{metrics['count'][k]:>8}")
+    if len(metrics["by_size"]) > 1:
+        print("\nby cell size (sites per cell)")
+        print(f"{'sites':<10}" + "".join(f"{'MAE ' + name:>24}" for name in model.config.target_names) + f"{'n':>8}")
+        for group in metrics["by_size"]:
+            print(f"{group['sites']:<10}" + "".join(f"{v:>24.5g}" for v in group["mae"]) + f"{group['count'][0]:>8}")
     if args.parity:
         import csv
 

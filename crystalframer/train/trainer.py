@@ -134,7 +134,29 @@ def evaluate_graphs(model: CrystalFramer, graphs: Sequence[CrystalGraph], batch_
             targets.append(batch.target.cpu().double().numpy())
     pred = np.concatenate(preds)
     true = np.concatenate(targets)
-    return regression_metrics(true, pred) | {"pred": pred, "true": true}
+    sizes = np.array([g.num_atoms for g in graphs])
+    return regression_metrics(true, pred) | {"pred": pred, "true": true,
+                                             "by_size": metrics_by_cell_size(sizes, true, pred)}
+
+
+# Cell-size groups of the shipped checkpoints' cards (sites per cell, inclusive): MP's median is 20 sites.
+CELL_SIZE_BINS: tuple[tuple[int, int | None], ...] = ((1, 8), (9, 20), (21, 40), (41, None))
+
+
+def cell_size_label(low: int, high: int | None) -> str:
+    return f"≤ {high}" if low <= 1 else (f"> {low - 1}" if high is None else f"{low}–{high}")
+
+
+def metrics_by_cell_size(sizes: np.ndarray, true: np.ndarray, pred: np.ndarray,
+                         bins: Sequence[tuple[int, int | None]] = CELL_SIZE_BINS) -> list[dict[str, Any]]:
+    """Per group of cell sizes (sites per cell, :data:`CELL_SIZE_BINS`): its label and :func:`regression_metrics`
+    over the structures in it (groups without structures are left out). sizes (S,); true, pred (S, targets)."""
+    out = []
+    for low, high in bins:
+        inside = (sizes >= low) & (sizes <= (high if high is not None else np.iinfo(np.int64).max))
+        if inside.any():
+            out.append({"sites": cell_size_label(low, high)} | regression_metrics(true[inside], pred[inside]))
+    return out
 
 
 def regression_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
@@ -449,7 +471,9 @@ class Trainer:
         final = evaluate_graphs(chosen, self.val_graphs, 64, self.device) if self.val_graphs else {}
         info = self._info({"kind": kind, "val_mae": final.get("mae"), "val_rmse": final.get("rmse"),
                            "val_r2": final.get("r2"), "val_mae_best": result.get("val_mae_best"),
-                           "val_mae_swa": result.get("val_mae_swa")})
+                           "val_mae_swa": result.get("val_mae_swa"),
+                           "val_by_size": [{"sites": g["sites"], "mae": g["mae"], "count": g["count"]}
+                                           for g in final.get("by_size", [])]})
         save_checkpoint(chosen, self.out_dir / "model.safetensors", info)
         for p in chosen.parameters():  # frozen for training only (freeze_encoder)
             p.requires_grad_(True)
