@@ -27,10 +27,11 @@ from crystalframer.model.ops import floored_exp
 # (75/1024)(h/τ)⁶. Six nodes instead of four: a 2.9× coarser grid for the same bound (159 nodes instead of 462 at
 # the default tolerance), so the histograms stay in the L1 cache and their products with the table cost a third.
 _LAGRANGE_CONSTANT = 75.0 / 1024.0
-_LAGRANGE_ORDER = 6
-STENCIL_TAPS = 6  # nodes −2 … 3
-SPARE_BELOW, SPARE_ABOVE = 3, 5  # grid nodes beyond [low, high]: the stencil's reach plus two for the CPU kernels'
-# 8-lane vector additions (the histogram rows stay separate, so threads never touch each other's)
+STENCIL_TAPS = 6  # nodes −2 … 3: also the order of the error bound
+# Grid nodes beyond [low, high]: the stencil's reach plus, above, two for the CPU kernel's 8-lane vector additions
+# (csrc/angle_grid.c SPARE_TOP = SPARE_ABOVE + 1; the histogram rows stay separate, so threads never touch each
+# other's).
+SPARE_BELOW, SPARE_ABOVE = 3, 5
 _EXACT_CHUNK_ELEMENTS = 1 << 21
 
 
@@ -161,7 +162,7 @@ class AngleGrid:
         if not tol > 0:
             raise ValueError(f"angle_grid_tol must be positive, got {tol}")
         low, high = (0.0, 1.0) if cos_abs else (-1.0, 1.0)
-        step_max = width * (tol / _LAGRANGE_CONSTANT) ** (1.0 / _LAGRANGE_ORDER)
+        step_max = width * (tol / _LAGRANGE_CONSTANT) ** (1.0 / STENCIL_TAPS)
         intervals = max(1, math.ceil((high - low) / step_max))
         step = (high - low) / intervals
         return cls(low=low, high=high, step=step, size=intervals + 1 + SPARE_BELOW + SPARE_ABOVE)
@@ -172,7 +173,7 @@ class AngleGrid:
 
     def error_bound(self, width: float) -> float:
         """Proven bound on |g̃(c) − g(c)| for every Gaussian of width ``width`` and every c in [low, high]."""
-        return _LAGRANGE_CONSTANT * (self.step / width) ** _LAGRANGE_ORDER
+        return _LAGRANGE_CONSTANT * (self.step / width) ** STENCIL_TAPS
 
     def nodes(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return self.start + self.step * torch.arange(self.size, dtype=dtype, device=device)
@@ -217,8 +218,8 @@ def _grid_stencil(frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tens
     h = frames.shape[1]
     g = grid.size
     cos = slot_cosines(frames, unit, row_atom, rows, cos_abs)
-    # Grid coordinate u ∈ [3, G − 6] for c ∈ [low, high]; the clamp only guards against rounding.
-    u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(2.0, g - 6.0)
+    # Grid coordinate u ∈ [3, G − 6] for c ∈ [low, high]; the clamp (as the kernel's) only guards against rounding.
+    u = cos.mul_(1.0 / grid.step).add_(-grid.start / grid.step).clamp_(SPARE_BELOW - 1.0, g - SPARE_ABOVE - 1.0)
     index = u.long()  # floor, as u > 0
     frac = u.sub_(index)
     q = torch.arange(h * 3, device=unit.device).view(1, h, 3, 1)

@@ -3,10 +3,10 @@ angle term (§6.4).
 
 Attention (``csrc/attention_core.c``): logits, the softmax over each atom's slots, the value sums per atom pair and
 the distance features, and their backward pass, in one pass per atom instead of a dozen PyTorch passes over
-(rows, heads, slots) tensors. Angle term (``csrc/angle_grid.c``): the grid path spreads every (image-edge, head, axis) item onto six
-grid nodes of a per-(head, atom, axis) histogram (one 8-lane vector addition per item), and in the backward pass
-gathers the histogram's gradient at the same nodes; the histograms' products with the tabulated projected basis are
-one batched matmul in PyTorch. In pure PyTorch each per-item step is a separate pass over E·H·3 values in memory.
+(rows, heads, slots) tensors. Angle term (``csrc/angle_grid.c``): the grid path spreads every (image-edge, head,
+axis) item onto six grid nodes of a per-(head, atom, axis) histogram (one 8-lane vector addition per item), and in
+the backward pass gathers the histogram's gradient at the same nodes; the histograms' products with the tabulated
+projected basis are one batched matmul in PyTorch. In pure PyTorch each per-item step is a separate pass over E·H·3 values in memory.
 
 The C files are compiled on first use with the system C compiler (``$CC``, else ``cc``) into the user cache
 (``$XDG_CACHE_HOME/crystalframer/kernels``, keyed by the source, the compiler flags and the CPU) and loaded with
