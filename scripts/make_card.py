@@ -1,8 +1,10 @@
 """Package a finished training run as a shipped checkpoint: copy its model and write a model card.
 
-Usage (from the repository root): python -m scripts.make_card runs/mp-eform-max checkpoints/mp-eform-max [--compare runs/mp-eform-wpca ...]
+Usage (from the repository root):
+    python -m scripts.make_card runs/mp-eform-max checkpoints/mp-eform-max [--compare runs/mp-eform-wpca ...] [--note F]
 The card states the exact command, data, split, epochs, wall time, hardware, validation MAE and parameter count,
-and (with --compare) a table of the other runs trained with the same budget.
+and (with --compare) a table of the other runs: those with the same data and budget as a like-for-like comparison,
+the others apart.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from crystalframer import load_model, read_metadata
 def run_summary(run: Path) -> dict:
     meta = read_metadata(run / "model.safetensors")
     info = meta["info"]
-    rows = list(csv.DictReader(open(run / "log.csv")))
+    log = run / "log.csv"  # a shipped checkpoint folder has no log: its wall time comes from the info
+    rows = list(csv.DictReader(log.open())) if log.exists() else []
     model = load_model(run / "model.safetensors")
     return {
         "run": run.name, "frame_method": meta["config"]["frame_method"], "angle_bases": meta["config"]["angle_bases"],
@@ -28,13 +31,50 @@ def run_summary(run: Path) -> dict:
         "val_mae": (info.get("val_mae") or [float("nan")])[0], "val_rmse": (info.get("val_rmse") or [float("nan")])[0],
         "val_r2": (info.get("val_r2") or [float("nan")])[0], "val_mae_best": info.get("val_mae_best"),
         "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
-        "wall_s": float(rows[-1]["elapsed_s"]) if rows else float("nan"), "command": info.get("command", ""),
+        "wall_s": float(rows[-1]["elapsed_s"]) if rows else float(info.get("wall_time_s", "nan")),
+        "command": info.get("command", ""),
         "data": info.get("data", {}), "code_version": meta["code_version"], "rows": rows,
         "train_config": info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
     }
 
 
-def write_card(summary: dict, others: list[dict], dest: Path, name: str) -> None:
+def preset_sentence(summary: dict) -> str:
+    if summary["frame_method"] == "none":
+        return ""
+    if summary["angle_bases"] == 64:
+        return " This is the paper's default CrystalFramer preset."
+    if summary["angle_bases"] == 16:
+        return (" This is the paper's lightweight CrystalFramer preset (16 angle bases, s_ang = 1, c_ang = 6, "
+                "c_dist = 1.5).")
+    return ""
+
+
+def same_budget(a: dict, b: dict) -> bool:
+    """Same data selection and the same optimisation settings (the frame method may differ)."""
+    keys = ("path", "max_sites", "n_train", "n_val", "targets")
+    return (all(a["data"].get(k) == b["data"].get(k) for k in keys)
+            and a["train_config"] == b["train_config"])
+
+
+def comparison_table(runs: list[dict], with_data: bool = False) -> list[str]:
+    head = "| checkpoint | frames | angle bases | params | val MAE (eV/atom) | best-val raw | SWA | wall time |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if with_data:
+        head, rule = head + " train cells | epochs |", rule + "---|---|"
+    lines = [head, rule]
+    for s in runs:
+        row = (f"| {s['run']} | {s['frame_method']} | {s['angle_bases'] if s['frame_method'] != 'none' else '-'} "
+               f"| {s['params']:,} | {s['val_mae']:.4f} | {s['val_mae_best']:.4f} | "
+               + (f"{s['val_mae_swa']:.4f}" if s["val_mae_swa"] is not None else "-")
+               + f" | {s['wall_s'] / 60:.0f} min |")
+        if with_data:
+            sites = s["data"].get("max_sites")
+            row += f" {'≤ ' + str(sites) + ' sites' if sites else 'all'} ({s['data'].get('n_train')}) | {s['epochs']} |"
+        lines.append(row)
+    return lines
+
+
+def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: str = "") -> None:
     data = summary["data"]
     tc = summary["train_config"]
     lines = [
@@ -43,9 +83,7 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str) -> None
         f"**{summary['frame_method']}** frames"
         + (f" ({summary['angle_bases']} angle bases per axis)." if summary["frame_method"] != "none"
            else " (the Crystalformer baseline: no frames).")
-        + (" This is the paper's lightweight CrystalFramer preset (16 angle bases, s_ang = 1, c_ang = 6, "
-           "c_dist = 1.5), chosen so that three models fit the CPU budget."
-           if summary["frame_method"] != "none" and summary["angle_bases"] == 16 else ""), "",
+        + preset_sentence(summary), "",
         "## Result", "",
         f"- Validation MAE: **{summary['val_mae']:.4f} eV/atom** (RMSE {summary['val_rmse']:.4f}, "
         f"R² {summary['val_r2']:.4f}) on the official MEGNet MP `val` split"
@@ -69,26 +107,30 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str) -> None
         "dropped). The held-out test split was not used.",
         f"- Recipe: AdamW lr {tc.get('lr')}, betas {tc.get('betas')}, weight decay {tc.get('weight_decay')}, "
         f"inverse-sqrt schedule T={tc.get('schedule_t')}, clip {tc.get('clip_norm')}, L1 on normalised targets, "
-        f"batch {tc.get('batch_size')}, {summary['epochs']} epochs ({summary['steps']} steps), SWA over the last "
+        f"batch {tc.get('batch_size')} structures"
+        + (f" (at most {tc['max_atoms_per_batch']} atoms)" if tc.get("max_atoms_per_batch") else "")
+        + f", {summary['epochs']} epochs ({summary['steps']} steps), SWA over the last "
         f"{tc.get('swa_epochs')} epochs, seed {tc.get('seed')}.",
-        f"- Wall time: {summary['wall_s'] / 60:.1f} min on {machine_description(threads=1)}, {platform.system()}; "
-        "the three runs trained at the same time and shared the 2 cores.",
+        f"- Wall time: {summary['wall_s'] / 60:.1f} min of training (plus data loading) on "
+        f"{machine_description(threads=int(tc.get('threads') or 0) or None)}, {platform.system()}.",
         f"- Code version: {summary['code_version']}.", "",
-        "## Equal-budget comparison of frame methods", "",
-        "Same data, split, epochs, batch size, seed and recipe; only the frame method differs.", "",
-        "| checkpoint | frames | angle bases | params | val MAE (eV/atom) | best-val raw | SWA | wall time |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for s in [summary] + others:
-        lines.append(f"| {s['run']} | {s['frame_method']} | {s['angle_bases'] if s['frame_method'] != 'none' else '-'} "
-                     f"| {s['params']:,} | {s['val_mae']:.4f} | {s['val_mae_best']:.4f} | "
-                     + (f"{s['val_mae_swa']:.4f}" if s["val_mae_swa"] is not None else "-")
-                     + f" | {s['wall_s'] / 60:.0f} min |")
-    lines += ["", "One seed per method: differences of a few meV/atom between single runs are within what a different "
-              "seed could change, so read the ranking as indicative.", "",
-              "Paper (full MP, ~500 epochs on a GPU, test split): Crystalformer 0.0186, CrystalFramer max frames "
-              "0.0172, weighted PCA 0.0197 eV/atom. Our budget is far smaller, so absolute numbers are higher; the "
-              "comparison above is the like-for-like one.", "",
+    if note:
+        lines += [note.strip(), ""]
+    equal = [o for o in others if same_budget(summary, o)]
+    unequal = [o for o in others if not same_budget(summary, o)]
+    if equal:
+        lines += ["## Equal-budget comparison of frame methods", "",
+                  "Same data, split, epochs, batch size, seed and recipe; only the frame method differs.", ""]
+        lines += comparison_table([summary] + equal)
+        lines += ["", "One seed per method: differences of a few meV/atom between single runs are within what a "
+                  "different seed could change, so read the ranking as indicative.", ""]
+    if unequal:
+        lines += ["## Other checkpoints (not the same data or budget: not like-for-like)", "",
+                  "Each one's val MAE is on its own val selection (its `train cells` rule applied to the val split).", ""]
+        lines += comparison_table(unequal, with_data=True) + [""]
+    lines += ["Paper (full MP, ~500 epochs on a GPU, test split): Crystalformer 0.0186, CrystalFramer max frames "
+              "0.0172, weighted PCA 0.0197 eV/atom. Our budget is far smaller, so absolute numbers are higher.", "",
               "## Learning curve", "", "| epoch | train L1 (normalised) | val MAE (eV/atom) |", "|---|---|---|"]
     for row in summary["rows"]:
         lines.append(f"| {row['epoch']} | {float(row['train_l1_norm']):.4f} | {float(row['val_mae']):.4f} |")
@@ -101,13 +143,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--compare", type=Path, nargs="*", default=[])
+    parser.add_argument("--compare", type=Path, nargs="*", default=[],
+                        help="other runs (or checkpoint folders) to tabulate; equal-budget ones are compared")
+    parser.add_argument("--note", type=Path, help="a Markdown file whose text is added after the training facts")
     args = parser.parse_args()
     summary = run_summary(args.run)
     others = [run_summary(r) for r in args.compare]
     args.dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run / "model.safetensors", args.dest / "model.safetensors")
-    write_card(summary, others, args.dest, args.dest.name)
+    note = args.note.read_text() if args.note else ""
+    write_card(summary, others, args.dest, args.dest.name, note)
     print(f"wrote {args.dest}/model.safetensors and card.md (val MAE {summary['val_mae']:.4f})")
     return 0
 
