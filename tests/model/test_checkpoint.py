@@ -96,12 +96,14 @@ def test_checkpoints_from_before_the_faithful_defaults_keep_their_behaviour(tmp_
 
 
 # Eval predictions (eV/atom) of the shipped checkpoints on rattled built-in crystals (0.05 Å, seeded), recorded
-# with the code that wrote their cards (commit 166314f). Loading them must keep predicting these. Weighted PCA is
-# left out: its frames are rounding-decided on many cells (degenerate Σ, third moments near the sign threshold),
-# so any change of summation order moves them (0.0785 → 0.0780 val MAE; docs/model.md, "Ties").
+# with the code that wrote their cards, with the sphere and angle path each one's config records. Loading them must
+# keep predicting these. `mp-eform-none`: commit 166314f (3.5 σ sphere, before the faithful defaults);
+# `mp-eform-max`: retrained at the defaults (5.5 σ, grid angle features), recorded at its card's commit. Weighted
+# PCA is left out: its frames are rounding-decided on many cells (degenerate Σ, third moments near the sign
+# threshold), so any change of summation order moves them (0.0785 → 0.0780 val MAE; docs/model.md, "Ties").
 SHIPPED_PREDICTIONS = {
-    "mp-eform-none": [-3.510347, -3.447969, -1.137504, -3.413469],
-    "mp-eform-max": [-3.568323, -3.484412, -1.03853, -3.313372],
+    "mp-eform-none": ((3.5, "exact"), [-3.510347, -3.447969, -1.137504, -3.413469]),
+    "mp-eform-max": ((5.5, "grid"), [-3.587163, -3.480797, -1.07738, -3.367874]),
 }
 RATTLED_EXAMPLES = ["SrTiO3 (cubic perovskite)", "TiO2 (rutile)", "ZnS (zincblende)", "MgAl2O4 (spinel)"]
 
@@ -112,10 +114,11 @@ def test_shipped_checkpoints_predict_as_when_their_cards_were_written(name):
 
     from crystalframer.examples import get_example
 
+    (cutoff_sigmas, angle_features), predictions = SHIPPED_PREDICTIONS[name]
     model = load_model(name)
-    assert model.config.cutoff_sigmas == 3.5
-    assert model.config.angle_features == "exact" or not model.config.uses_angles
-    for seed, (example, expected) in enumerate(zip(RATTLED_EXAMPLES, SHIPPED_PREDICTIONS[name])):
+    assert model.config.cutoff_sigmas == cutoff_sigmas
+    assert model.config.angle_features == angle_features or not model.config.uses_angles
+    for seed, (example, expected) in enumerate(zip(RATTLED_EXAMPLES, predictions)):
         s = get_example(example)
         coords = s.cart_coords + np.random.default_rng(seed).normal(0.0, 0.05, (len(s), 3))
         cell = Structure(s.lattice, s.species, coords, coords_are_cartesian=True)
