@@ -334,10 +334,16 @@ def test_sigkill_then_rerun_resumes_with_every_file_intact(train_command):
     assert load_model(run / "model.safetensors").checkpoint_info["info"]["epochs_done"] == done + 2
 
 
+def _default_sigint() -> None:
+    """A runner started in the background by a non-interactive shell ignores SIGINT, and children inherit that;
+    restore the default so that the child's Python installs its KeyboardInterrupt handler, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_stops_cleanly_and_says_how_to_resume(train_command):
     cmd, run, env = train_command
     proc = subprocess.Popen(cmd + ["--train.epochs", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=_default_sigint)
     _wait_for(run / "resume_state.pt", proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
