@@ -93,6 +93,15 @@ def _wait_until_idle(page, timeout_s: float = 180.0) -> None:
     raise TimeoutError("the app script did not finish")
 
 
+def _wait_for_url(page, fragment: str, timeout_s: float = 60.0) -> None:
+    """The app writes its state into the URL from the script run; the browser shows it when the server's message
+    arrives, which can trail the widgets by a rerun on a busy machine."""
+    deadline = time.time() + timeout_s
+    while fragment not in page.url:
+        assert time.time() < deadline, f"{fragment!r} never reached the URL: {page.url}"
+        time.sleep(0.25)
+
+
 CANVAS_SIZES = "Array.from(document.querySelectorAll('canvas')).map(c => [c.width, c.height])"
 
 
@@ -296,7 +305,7 @@ def test_click_deep_links_exports_and_every_page(server):
             time.sleep(1.0)
             _wait_until_idle(page)
             assert _target_atom(page) == f"{j}: O", "the click did not change the target atom"
-            assert f"atom={j}" in page.url  # and the URL follows
+            _wait_for_url(page, f"atom={j}")  # and the URL follows
             time.sleep(3.0)
             page.screenshot(path=str(ARTIFACTS / f"page_attention_clicked_{renderer}.png"), full_page=True)
 
