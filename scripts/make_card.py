@@ -112,7 +112,7 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: s
         + f", {summary['epochs']} epochs ({summary['steps']} steps), SWA over the last "
         f"{tc.get('swa_epochs')} epochs, seed {tc.get('seed')}.",
         f"- Wall time: {summary['wall_s'] / 60:.1f} min of training (plus data loading) on "
-        f"{machine_description(threads=int(tc.get('threads') or 0) or None)}, {platform.system()}.",
+        f"{machine_description(threads=tc.get('threads') or None)}, {platform.system()}.",
         f"- Code version: {summary['code_version']}.", "",
     ]
     if note:
