@@ -77,6 +77,12 @@ def server(request):
     log.close()
 
 
+def _pause(page, seconds: float) -> None:
+    """Wait while the sync API keeps dispatching the browser's events (``time.sleep`` would freeze ``page.url``
+    and ``page.frames`` at their last values: a poll that sleeps never sees an iframe attached or a pushState)."""
+    page.wait_for_timeout(seconds * 1000.0)
+
+
 def _wait_until_idle(page, timeout_s: float = 180.0) -> None:
     """Wait until the script run has finished (Streamlit's running indicator is gone) and stays gone."""
     deadline = time.time() + timeout_s
@@ -89,17 +95,58 @@ def _wait_until_idle(page, timeout_s: float = 180.0) -> None:
             quiet_since = time.time()
         elif time.time() - quiet_since > 2.0:
             return
-        time.sleep(0.25)
+        _pause(page, 0.25)
     raise TimeoutError("the app script did not finish")
+
+
+def _watch(page, name: str):
+    """Keep the page's console messages and uncaught errors in tests/artifacts/console-<name>.log: when a check
+    fails in CI, that file and the failure screenshot are what is left to read."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"console-{name}.log"
+
+    def write(line: str) -> None:
+        with path.open("a") as log:
+            log.write(f"{time.time():.3f} {line}\n")
+
+    page.on("console", lambda msg: write(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda err: write(f"pageerror: {err}"))
+    page.on("response", lambda resp: write(f"http {resp.status}: {resp.url}") if resp.status >= 400 else None)
+    return page
+
+
+def _failure_report(page, what: str) -> str:
+    """Save a full-page screenshot and describe the page (exceptions shown, frames and their canvases)."""
+    stem = re.sub(r"\W+", "_", what)[:60]
+    shot = ARTIFACTS / f"failure_{stem}.png"
+    try:
+        page.screenshot(path=str(shot), full_page=True)
+    except Exception as exc:  # a crashed page still gets its description below
+        shot = f"(no screenshot: {exc})"
+    errors = [e.inner_text()[:300] for e in page.query_selector_all('[data-testid="stException"]')]
+    frames = []
+    for frame in page.frames:
+        try:
+            frames.append((frame.url[:60], frame.evaluate(CANVAS_SIZES)))
+        except Exception as exc:
+            frames.append((frame.url[:60], f"unreadable: {exc}"[:80]))
+    return f"{what}; url={_location(page)}; exceptions shown={errors}; frames={frames}; screenshot={shot}"
+
+
+def _location(page) -> str:
+    """The address the browser shows now. (Not ``page.url``: the sync API updates that from events it only
+    processes during its own calls, so a loop that sleeps between reads of it never sees a later pushState.)"""
+    return page.evaluate("window.location.href")
 
 
 def _wait_for_url(page, fragment: str, timeout_s: float = 60.0) -> None:
     """The app writes its state into the URL from the script run; the browser shows it when the server's message
-    arrives. (Open bug: after a click on an atom the URL sometimes never follows, seen in 2 of 4 CI runs.)"""
+    arrives, which may be after the widgets have changed."""
     deadline = time.time() + timeout_s
-    while fragment not in page.url:
-        assert time.time() < deadline, f"{fragment!r} never reached the URL: {page.url}"
-        time.sleep(0.25)
+    while fragment not in _location(page):
+        if time.time() > deadline:
+            raise AssertionError(_failure_report(page, f"{fragment!r} never reached the URL"))
+        _pause(page, 0.25)
 
 
 CANVAS_SIZES = "Array.from(document.querySelectorAll('canvas')).map(c => [c.width, c.height])"
@@ -124,7 +171,8 @@ def _scene_element(page, renderer: str, min_width: int = 200, timeout_s: float =
                     continue
                 if any(w >= min_width and h >= 100 for w, h in sizes):
                     return frame.frame_element()
-        time.sleep(0.5)
+        _pause(page, 0.5)
+    print(_failure_report(page, f"no sized {renderer} canvas"))  # shown by pytest with the failed assertion
     return None
 
 
@@ -142,7 +190,7 @@ def test_home_predicts_and_renders_3d(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+            page = _watch(browser.new_page(viewport={"width": 1400, "height": 1900}), renderer)
             page.goto(url)
             page.wait_for_selector('[data-testid="stMetric"]', timeout=180_000)
             _wait_until_idle(page)
@@ -151,7 +199,7 @@ def test_home_predicts_and_renders_3d(server):
             assert not page.query_selector('[data-testid="stException"]'), "the script raised"
             element = _scene_element(page, renderer)
             assert element is not None, f"no 3D canvas was rendered ({renderer})"
-            time.sleep(2.0)  # let WebGL draw
+            _pause(page, 2.0)  # let WebGL draw
             shot = element.screenshot()
             assert _ink_fraction(shot) > 0.01, f"the 3D canvas is blank ({renderer})"
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -164,7 +212,7 @@ def test_home_predicts_and_renders_3d(server):
             _wait_until_idle(page)
             assert not page.query_selector('[data-testid="stException"]')
             assert _scene_element(page, renderer) is not None
-            time.sleep(3.0)
+            _pause(page, 3.0)
             page.screenshot(path=str(ARTIFACTS / f"attention_{renderer}.png"), full_page=True)
 
             # Compare frames: Ti in SrTiO3 is found octahedral; per-layer strips per frame method.
@@ -174,7 +222,7 @@ def test_home_predicts_and_renders_3d(server):
             assert not page.query_selector('[data-testid="stException"]')
             assert "octahedral" in page.inner_text("body")
             assert _scene_element(page, renderer) is not None
-            time.sleep(3.0)
+            _pause(page, 3.0)
             page.screenshot(path=str(ARTIFACTS / f"compare_{renderer}.png"), full_page=True)
         finally:
             browser.close()
@@ -233,7 +281,7 @@ def _click_atom_3dmol(page, element: str, not_j: int) -> int:
             box = frame.frame_element().bounding_box()
             page.mouse.click(box["x"] + best["x"], box["y"] + best["y"])
             return int(best["j"])
-        time.sleep(0.5)
+        _pause(page, 0.5)
     raise AssertionError("no clickable atom found in the 3Dmol.js view")
 
 
@@ -251,17 +299,17 @@ def _click_atom_plotly(page, element: str, not_j: int) -> int:
         for fx in np.linspace(0.15, 0.75, 16):
             x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
             page.mouse.move(x, y)
-            time.sleep(0.06)
+            _pause(page, 0.06)
             match = re.search(r"\b([A-Z][a-z]?) j=(\d+) ", _hover_label(page))
             if not match or match.group(1) != element or int(match.group(2)) == not_j:
                 continue
             page.mouse.move(x + 1, y)
-            time.sleep(0.5)
+            _pause(page, 0.5)
             again = re.search(r"\b([A-Z][a-z]?) j=(\d+) ", _hover_label(page))
             if not again or again.groups() != match.groups():
                 continue
             page.mouse.down()  # a still click anywhere on the atom (not just within 5 px of its centre)
-            time.sleep(0.1)
+            _pause(page, 0.1)
             page.mouse.up()
             return int(match.group(2))
     raise AssertionError("no atom of %s found under the mouse in the Plotly view" % element)
@@ -284,29 +332,29 @@ def test_click_deep_links_exports_and_every_page(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1900}, accept_downloads=True)
-            page = context.new_page()
+            page = _watch(context.new_page(), renderer)
 
             # /home is a deep link too (it used to answer "Page not found"); the example comes from the URL.
             _goto(page, url + "/home?example=ZnS", '[data-testid="stMetric"]')
             assert "ZnS" in page.inner_text('[data-testid="stMetric"]')
-            assert "example=ZnS" in page.url
+            assert "example=ZnS" in _location(page)
             assert _scene_element(page, renderer) is not None
-            time.sleep(2.0)
+            _pause(page, 2.0)
             page.screenshot(path=str(ARTIFACTS / f"page_home_{renderer}.png"), full_page=True)
 
             # Attention: the link sets the target (Ti 1); a click on an O makes that O the target.
             _goto(page, url + "/attention?example=SrTiO3&layer=1&head=0&atom=1")
             assert _target_atom(page) == "1: Ti"
             assert _scene_element(page, renderer) is not None
-            time.sleep(3.0)
+            _pause(page, 3.0)
             page.screenshot(path=str(ARTIFACTS / f"page_attention_{renderer}.png"), full_page=True)
             click = _click_atom_3dmol if renderer == "3dmol" else _click_atom_plotly
             j = click(page, "O", not_j=1)
-            time.sleep(1.0)
+            _pause(page, 1.0)
             _wait_until_idle(page)
             assert _target_atom(page) == f"{j}: O", "the click did not change the target atom"
             _wait_for_url(page, f"atom={j}")  # and the URL follows
-            time.sleep(3.0)
+            _pause(page, 3.0)
             page.screenshot(path=str(ARTIFACTS / f"page_attention_clicked_{renderer}.png"), full_page=True)
 
             # PNG export of the main view, drawn in the browser.
@@ -335,9 +383,9 @@ def test_click_deep_links_exports_and_every_page(server):
                 canvas = offline.query_selector("canvas")
                 if canvas is not None and (canvas.bounding_box() or {}).get("width", 0) > 100:
                     break
-                time.sleep(0.5)
+                _pause(offline, 0.5)
             assert canvas is not None, "the exported HTML drew nothing offline"
-            time.sleep(3.0)
+            _pause(offline, 3.0)
             assert _ink_fraction(canvas.screenshot()) > 0.01, "the exported HTML is blank offline"
             shot = offline.screenshot()
             (ARTIFACTS / f"export_scene_offline_{renderer}.png").write_bytes(shot)
@@ -346,18 +394,18 @@ def test_click_deep_links_exports_and_every_page(server):
             # Compare frames (Zn in zincblende: a tetrahedron), Perturbation (a sweep), Fine-tune (an upload).
             _goto(page, url + "/compare?example=ZnS&atom=1&head=0")
             assert "Zn (site 1): CN 4, tetrahedral" in page.inner_text("body")
-            time.sleep(3.0)
+            _pause(page, 3.0)
             page.screenshot(path=str(ARTIFACTS / f"page_compare_{renderer}.png"), full_page=True)
 
             _goto(page, url + "/perturbation?example=SrTiO3", '[data-testid="stButton"]')
             page.get_by_role("button", name="Run sweep").click()
             page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=300_000)
             _wait_until_idle(page)
-            time.sleep(2.0)
+            _pause(page, 2.0)
             page.screenshot(path=str(ARTIFACTS / f"page_perturbation_{renderer}.png"), full_page=True)
 
             _goto(page, url + "/finetune", '[data-testid="stFileUploader"]')
-            time.sleep(1.0)
+            _pause(page, 1.0)
             page.screenshot(path=str(ARTIFACTS / f"page_finetune_{renderer}.png"), full_page=True)
         finally:
             browser.close()
@@ -396,18 +444,18 @@ def test_paper_figures_grid_finetune_and_stop(server, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+            page = _watch(browser.new_page(viewport={"width": 1400, "height": 1900}), renderer)
 
             # The paper's second figure (MgF2 in place of MgSnF4): max vs weighted PCA side by side.
             _goto(page, url + "/compare", '[data-testid="stButton"]')
             page.get_by_role("button", name="MgF2 octahedra (in place of MgSnF4)").click()
-            time.sleep(1.0)
+            _pause(page, 1.0)
             _wait_until_idle(page)
             body = page.inner_text("body")
             assert "Max vs weighted PCA, side by side" in body
             assert "CN 6, octahedral" in body
             assert _scene_element(page, renderer) is not None
-            time.sleep(3.0)
+            _pause(page, 3.0)
             page.get_by_text("Max vs weighted PCA, side by side").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / f"paper_figure_mgf2_{renderer}.png"), full_page=True)
 
@@ -420,7 +468,7 @@ def test_paper_figures_grid_finetune_and_stop(server, tmp_path):
                       for k in range(charts.count())]
             assert 32 in panels, f"no 4 × 8 layer × head grid (2D panels per chart: {panels})"
             grid = charts.nth(panels.index(32))
-            time.sleep(1.0)
+            _pause(page, 1.0)
             grid.screenshot(path=str(ARTIFACTS / f"attention_layer_head_grid_{renderer}.png"))
             if renderer != "plotly":
                 return  # the Fine-tune page draws no 3D: once is enough
@@ -446,7 +494,7 @@ def test_paper_figures_grid_finetune_and_stop(server, tmp_path):
             stop = page.get_by_role("button", name="Stop", exact=True)
             stop.wait_for(timeout=120_000)
             page.get_by_text("validation MAE before training").wait_for(timeout=120_000)  # epoch 0 is shown
-            time.sleep(2.0)
+            _pause(page, 2.0)
             page.screenshot(path=str(ARTIFACTS / f"finetune_running_{renderer}.png"), full_page=True)
             stop.click()
             page.get_by_text("Stopped on request").wait_for(timeout=120_000)
