@@ -100,8 +100,9 @@ def _wait_until_idle(page, timeout_s: float = 180.0) -> None:
 
 
 def _watch(page, name: str):
-    """Keep the page's console messages and uncaught errors in tests/artifacts/console-<name>.log: when a check
-    fails in CI, that file and the failure screenshot are what is left to read."""
+    """Keep the page's console messages, uncaught errors and HTTP error responses in
+    tests/artifacts/console-<name>.log: when a check fails in CI, that file and the failure screenshot are what is
+    left to read."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"console-{name}.log"
 

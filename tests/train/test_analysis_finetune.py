@@ -122,12 +122,14 @@ def test_normalization_is_kept_only_for_labels_in_the_checkpoints_unit_and_range
     model = CrystalFramer(ModelConfig.light(num_layers=1, target_units=["eV/atom"])).eval()
     model.set_target_normalization([-1.5], [1.0])
     rng = np.random.default_rng(0)
-    near = rng.normal(-1.5 + 1.9, 0.8, 200)  # a subset 1.9 std off the mean: the same quantity
-    assert normalization_compatible(model, "eV/atom", near - near.mean() + (-1.5 + 1.9))
-    assert normalization_compatible(model, "", near - near.mean() + (-1.5 + 1.9))  # no unit given
+    centred = rng.normal(0.0, 0.8, 200)
+    centred -= centred.mean()
+    near = centred + (-1.5 + 1.9)  # a subset 1.9 std off the mean: the same quantity
+    assert normalization_compatible(model, "eV/atom", near)
+    assert normalization_compatible(model, "", near)  # no unit given
     assert not normalization_compatible(model, "eV", near)  # another unit
-    assert not normalization_compatible(model, "eV/atom", near - near.mean() + (-1.5 + 2.1))  # off range
-    assert not normalization_compatible(model, "eV/atom", (near - near.mean()) * 5 - 1.5)  # 4× the spread
+    assert not normalization_compatible(model, "eV/atom", centred + (-1.5 + 2.1))  # off range
+    assert not normalization_compatible(model, "eV/atom", centred * 5 - 1.5)  # 4× the spread
     assert not normalization_compatible(model, "eV/atom", np.zeros(0))
 
 
