@@ -10,7 +10,7 @@ distinct key atoms j (pairs), so q·k and value sums are computed once per pair.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,6 +46,7 @@ class EdgeGeometry:
     atom_batch: torch.Tensor
     positions: torch.Tensor
     lattice: torch.Tensor
+    _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_atoms(self) -> int:
@@ -58,6 +59,26 @@ class EdgeGeometry:
     def to_flat(self, values: torch.Tensor) -> torch.Tensor:
         """(R, H, W) per-slot values → (E, H) per flat edge (for inspection)."""
         return values[self.edge_row, :, self.edge_col]
+
+    def outer_products(self, unit_vectors: bool) -> torch.Tensor:
+        """(R, W, 9) flattened x xᵀ of each slot (x = r̂, or r in Å if not ``unit_vectors``; zero on empty slots).
+        Computed once per batch: every layer's weighted-PCA frames reuse it."""
+        key = "outer_unit" if unit_vectors else "outer_vec"
+        if key not in self._cache:
+            x = self.unit if unit_vectors else self.vec
+            self._cache[key] = (x[..., :, None] * x[..., None, :]).reshape(x.shape[0], x.shape[1], 9)
+        return self._cache[key]
+
+    def valid_slot_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The valid slots in row-major order, flat indices (V,), which groups them by atom (an atom's rows are
+        consecutive and atoms come in order); each atom's count (N,) and the position of its first one (N,).
+        Computed once per batch."""
+        if "valid_flat" not in self._cache:
+            counts = self.atom_sum(self.valid.sum(-1))
+            self._cache["valid_flat"] = self.valid.reshape(-1).nonzero().squeeze(1)
+            self._cache["valid_counts"] = counts
+            self._cache["valid_starts"] = torch.cumsum(counts, 0) - counts
+        return self._cache["valid_flat"], self._cache["valid_counts"], self._cache["valid_starts"]
 
     def atom_sum(self, values: torch.Tensor) -> torch.Tensor:
         """(R, ...) per-row values → (N, ...) summed over each atom's rows."""
