@@ -152,3 +152,79 @@ def test_static_frames_of_ti_in_srtio3_follow_bonds():
         np.testing.assert_allclose(along_bond, 1.0, atol=1e-10, err_msg=f"layer {layer}: e1 not along a Ti-O bond")
         along_axes = np.abs(frames).max(-1)  # each axis along ±x, ±y or ±z
         np.testing.assert_allclose(along_axes, 1.0, atol=1e-10, err_msg=f"layer {layer}: axes not cubic")
+
+
+def _synthetic_geometry(counts, zero_images, seed=0):
+    """EdgeGeometry of one crystal whose atom a has counts[a] image-edges (to atom 0), the first zero_images[a] of
+    them the zero image; float64."""
+    import torch
+
+    from crystalframer.model.geometry import EdgeGeometry
+
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    vec = torch.randn((int(src.numel()), 3), generator=gen, dtype=torch.float64) * 3.0
+    start = 0
+    for c, z in zip(counts, zero_images):
+        vec[start:start + z] = 0.0
+        start += c
+    n = len(counts)
+    return EdgeGeometry.build(src, torch.zeros_like(src), vec, torch.zeros(n, dtype=torch.long),
+                              torch.zeros((n, 3), dtype=torch.float64), torch.eye(3, dtype=torch.float64)[None])
+
+
+def test_random_valid_slots_are_uniform_over_each_atoms_valid_slots():
+    """Training's symmetry-breaking neighbour: always a valid slot (not the zero image, not padding) of the right
+    atom, every one equally likely, heads independent. Atom 2 spans three rows; atom 3 has only its zero image."""
+    import torch
+
+    from crystalframer.model.frames import _random_valid_slots
+
+    counts, zero_images = [5, 1, 70, 1, 33], [1, 0, 1, 1, 0]
+    geom = _synthetic_geometry(counts, zero_images)
+    gen = torch.Generator().manual_seed(1)
+    draws, heads = 2000, 4
+    hits = torch.zeros(geom.valid.shape, dtype=torch.long)
+    for _ in range(draws // heads):
+        row, col = _random_valid_slots(geom, heads, gen, torch.float64)
+        assert row.shape == col.shape == (len(counts), heads)
+        for atom in (0, 1, 2, 4):
+            assert bool((geom.row_atom[row[atom]] == atom).all()), f"atom {atom} got another atom's slot"
+            assert bool(geom.valid[row[atom], col[atom]].all()), f"atom {atom} got an invalid slot"
+            hits.index_put_((row[atom], col[atom]), torch.ones(heads, dtype=torch.long), accumulate=True)
+    for atom in (0, 2, 4):
+        mine = geom.valid & (geom.row_atom[:, None] == atom)
+        freq = hits[mine].double() / draws
+        expected = 1.0 / (counts[atom] - zero_images[atom])
+        assert int(mine.sum()) == counts[atom] - zero_images[atom]
+        # each count is Binomial(draws, p): 5 standard deviations
+        bound = 5.0 * (expected * (1 - expected) / draws) ** 0.5
+        assert float((freq - expected).abs().max()) < bound, f"atom {atom}: not uniform"
+    assert int(hits[geom.valid & (geom.row_atom[:, None] == 1)].sum()) == draws  # its single valid slot
+
+
+@pytest.mark.parametrize("unit_vectors", [True, False])
+def test_weighted_pca_training_frames_are_the_eval_eigenvectors_with_random_signs(unit_vectors):
+    """Without the symmetry-breaking term, training and eval frames share their axes (eigenvectors of Σ) and
+    differ only in sign; training frames are orthonormal and right-handed."""
+    import torch
+
+    from crystalframer.model.frames import FrameSampling, weighted_pca_frames
+
+    geom = _synthetic_geometry([9, 40, 3], [1, 0, 0], seed=2)
+    gen = torch.Generator().manual_seed(3)
+    heads = 3
+    logits = torch.randn((geom.num_rows, heads, geom.valid.shape[1]), generator=gen, dtype=torch.float64)
+    logits = logits.masked_fill(~geom.pad_mask[:, None, :], float("-inf"))
+    weights = geom.softmax(logits)
+    args = (weights, logits, geom)
+    eval_frames = weighted_pca_frames(*args, FrameSampling("eval"), 0.0, unit_vectors, 1e-3)
+    for seed in range(3):
+        train = weighted_pca_frames(*args, FrameSampling("train", torch.Generator().manual_seed(seed)), 0.0,
+                                    unit_vectors, 1e-3)
+        gram = train @ train.transpose(-1, -2)
+        torch.testing.assert_close(gram, torch.eye(3, dtype=torch.float64).expand_as(gram), atol=1e-12, rtol=0)
+        torch.testing.assert_close(torch.linalg.det(train), torch.ones(train.shape[:2], dtype=torch.float64),
+                                   atol=1e-12, rtol=0)
+        overlap = (train * eval_frames).sum(-1)  # (N, H, 3): ±1 per axis
+        torch.testing.assert_close(overlap.abs(), torch.ones_like(overlap), atol=1e-9, rtol=0)
