@@ -15,7 +15,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from bench.throughput import machine_description
+from crystalframer.benchmark import machine_description
 from crystalframer import load_model, read_metadata
 
 

@@ -1,18 +1,20 @@
-"""`python -m bench.throughput` runs end to end (tiny settings) and reports the tables and both speed bars."""
+"""`crystalframer bench` (and `python -m bench.throughput`) runs end to end (tiny settings) and reports the tables and both speed bars."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from bench import throughput as benchmark
+from crystalframer import benchmark
 from crystalframer import ModelConfig
+from crystalframer.cli.main import main
 
 
 def test_bench_reports_groups_and_bars(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = benchmark.run_cli(["--configs", "none", "max", "--groups", "small", "--structures", "4", "--batch-size", "2",
+    code = main(["bench", "--configs", "none", "max", "--groups", "small", "--structures", "4", "--batch-size", "2",
                  "--repeats", "1", "--threads", "1", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
@@ -35,3 +37,14 @@ def test_bar_table_flags_a_missed_bar():
 def test_large_cell_is_the_thousand_atom_spinel():
     cell = benchmark.large_cell()
     assert len(cell) == 1008 and cell.composition.reduced_formula == "MgAl2O4"
+
+
+def test_repository_script_is_the_same_benchmark():
+    """``python -m bench.throughput`` (the repository's script) is a thin entry point to the library's benchmark."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "bench.throughput", "--help"], capture_output=True, text=True,
+                         cwd=root, check=True).stdout
+    assert out.startswith("usage: python -m bench.throughput") and "--cutoff-sigmas" in out

@@ -1,6 +1,4 @@
-"""Command line: ``crystalframer train|evaluate|predict|inspect|checkpoints`` (also ``python -m crystalframer``).
-
-Benchmarks live outside the library: ``python -m bench.throughput`` from the repository root."""
+"""Command line: ``crystalframer train|evaluate|predict|inspect|checkpoints|bench`` (also ``python -m crystalframer``)."""
 
 from __future__ import annotations
 
@@ -249,6 +247,12 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from crystalframer.benchmark import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from crystalframer import __version__
 
@@ -289,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-atoms", type=int, help="largest cell accepted (default: the checkpoint's max_atoms, 2000)")
 
     sub.add_parser("checkpoints", help="list the checkpoints that load_model can resolve by name")
+
+    from crystalframer import benchmark
+
+    p = sub.add_parser("bench", help="throughput and peak memory per frame method and cell size, and the speed bars",
+                       description=benchmark.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    benchmark.add_arguments(p)
     return parser
 
 
@@ -321,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if takes_overrides:
             return (cmd_train if args.command == "train" else cmd_evaluate)(args, extra)
-        return {"predict": cmd_predict, "inspect": cmd_inspect, "checkpoints": cmd_checkpoints}[args.command](args)
+        return {"predict": cmd_predict, "inspect": cmd_inspect, "checkpoints": cmd_checkpoints,
+                "bench": cmd_bench}[args.command](args)
     except ConfigError as exc:
         print(f"crystalframer {args.command}: {exc}", file=sys.stderr)
         return 2
