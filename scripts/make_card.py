@@ -49,11 +49,15 @@ def preset_sentence(summary: dict) -> str:
     return ""
 
 
-def same_budget(a: dict, b: dict) -> bool:
-    """Same data selection and the same optimisation settings (the frame method may differ)."""
+def same_budget(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
+    """Same data selection and the same optimisation settings (the frame method may differ), apart from the
+    training settings named in ``ignore``."""
     keys = ("path", "max_sites", "n_train", "n_val", "targets")
-    return (all(a["data"].get(k) == b["data"].get(k) for k in keys)
-            and a["train_config"] == b["train_config"])
+
+    def recipe(run: dict) -> dict:
+        return {k: v for k, v in run["train_config"].items() if k not in ignore}
+
+    return all(a["data"].get(k) == b["data"].get(k) for k in keys) and recipe(a) == recipe(b)
 
 
 def comparison_table(runs: list[dict], with_data: bool = False) -> list[str]:
@@ -118,13 +122,22 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: s
     if note:
         lines += [note.strip(), ""]
     equal = [o for o in others if same_budget(summary, o)]
-    unequal = [o for o in others if not same_budget(summary, o)]
+    longer_or_shorter = [o for o in others if not same_budget(summary, o) and same_budget(summary, o, ("epochs",))]
+    unequal = [o for o in others if not same_budget(summary, o, ("epochs",))]
     if equal:
         lines += ["## Equal-budget comparison of frame methods", "",
                   "Same data, split, epochs, batch size, seed and recipe; only the frame method differs.", ""]
         lines += comparison_table([summary] + equal)
         lines += ["", "One seed per method: differences of a few meV/atom between single runs are within what a "
                   "different seed could change, so read the ranking as indicative.", ""]
+    if longer_or_shorter:
+        lines += ["## Same data and recipe, different number of epochs", "",
+                  f"These runs differ from this one ({summary['epochs']} epochs) only in the number of epochs (and "
+                  "the frame method): the compute budget of one run on this machine gave the max-frame model the "
+                  "longest run.", ""]
+        lines += comparison_table([summary] + longer_or_shorter, with_data=True)
+        lines += ["", "One seed per method, and a run with more epochs has an advantage: read the ranking as "
+                  "indicative.", ""]
     if unequal:
         lines += ["## Other checkpoints (not the same data or budget: not like-for-like)", "",
                   "Each one's val MAE is on its own val selection (its `train cells` rule applied to the val split).", ""]
