@@ -99,8 +99,8 @@ def test_checkpoints_from_before_the_faithful_defaults_keep_their_behaviour(tmp_
 # with the code that wrote their cards, with the sphere and angle path each one's config records. Loading them must
 # keep predicting these. `mp-eform-max` and `mp-eform-none`: trained at the defaults (5.5 σ, grid angle features),
 # recorded at their cards' commits. Weighted PCA is left out: its frames are rounding-decided on many cells
-# (degenerate Σ, third moments near the sign threshold), so any change of summation order moves them
-# (0.0785 → 0.0780 val MAE; docs/model.md, "Ties").
+# (degenerate Σ, third moments near the sign threshold), so any change of summation order moves them (predicting
+# these four cells in one batch instead of one by one moves one by 3e-4 eV/atom; docs/model.md, "Ties").
 SHIPPED_PREDICTIONS = {
     "mp-eform-none": ((5.5, "grid"), [-3.576406, -3.497288, -1.139745, -3.355133]),
     "mp-eform-max": ((5.5, "grid"), [-3.587163, -3.480797, -1.07738, -3.367874]),
