@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -169,6 +168,8 @@ def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int,
     if dev.type == "cuda":
         results["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
+        import resource  # POSIX only: imported here so that the CLI, which builds this parser, loads anywhere
+
         results["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
 
