@@ -244,7 +244,6 @@ def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeG
     """
     h = weights.shape[1]
     n = geom.num_atoms
-    x = geom.unit if unit_vectors else geom.vec  # (R, W, 3)
     sigma = geom.atom_sum(torch.bmm(weights, geom.outer_products(unit_vectors))).view(n, h, 3, 3)
     det = torch.linalg.det(sigma)
     if sampling.stochastic:
@@ -262,6 +261,7 @@ def weighted_pca_frames(weights: torch.Tensor, logits: torch.Tensor, geom: EdgeG
     if sampling.mode == "train":  # random signs: the third moments (a third of this function's cost) are not needed
         frames = random_right_handed_signs(frames, sampling.generator)
     else:
+        x = geom.unit if unit_vectors else geom.vec  # (R, W, 3)
         moment, scale = third_moment(frames, weights, x, geom)
         frames = canonical_signs(frames, moment, scale, sampling)
     good = mean_eig > 1e-12
