@@ -33,7 +33,7 @@ def run_summary(run: Path) -> dict:
         "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
         "wall_s": float(rows[-1]["elapsed_s"]) if rows else float(info.get("wall_time_s", "nan")),
         "command": info.get("command", ""),
-        "data": info.get("data", {}), "code_version": meta["code_version"], "rows": rows,
+        "data": info.get("data", {}), "code_version": info.get("training_code_version") or meta["code_version"], "rows": rows,
         "train_config": info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
     }
 
@@ -110,7 +110,9 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: s
         + f" ({data.get('n_train')} structures; the 4 |E_form| > 5 eV/atom artefacts "
         "dropped). The held-out test split was not used.",
         f"- Recipe: AdamW lr {tc.get('lr')}, betas {tc.get('betas')}, weight decay {tc.get('weight_decay')}, "
-        f"inverse-sqrt schedule T={tc.get('schedule_t')}, clip {tc.get('clip_norm')}, L1 on normalised targets, "
+        + ("cosine schedule to zero over all planned steps (SWA included)" if tc.get("lr_schedule") == "cosine"
+           else f"inverse-sqrt schedule T={tc.get('schedule_t')}")
+        + f", clip {tc.get('clip_norm')}, L1 on normalised targets, "
         f"batch {tc.get('batch_size')} structures"
         + (f" (at most {tc['max_atoms_per_batch']} atoms)" if tc.get("max_atoms_per_batch") else "")
         + f", {summary['epochs']} epochs ({summary['steps']} steps), SWA over the last "

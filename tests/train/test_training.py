@@ -103,3 +103,28 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path):
     np.testing.assert_array_equal(p0, p1)
     assert (tmp_path / "model.safetensors").exists()
     assert len(read_log(tmp_path / "log.csv")) == 2
+
+
+def test_cosine_schedule_decays_to_zero_over_the_planned_steps_swa_included(tmp_path):
+    from crystalframer.train.trainer import cosine_factor
+
+    assert cosine_factor(0, 100) == 1.0
+    assert cosine_factor(50, 100) == pytest.approx(0.5)
+    assert cosine_factor(100, 100) == pytest.approx(0.0) and cosine_factor(150, 100) == pytest.approx(0.0)
+    torch.manual_seed(0)
+    model = CrystalFramer(tiny_config())
+    graphs = graphs_for(model)
+    cfg = TrainConfig(epochs=3, batch_size=4, swa_epochs=1, lr=1e-3, lr_schedule="cosine", progress=False,
+                      device="cpu")
+    trainer = Trainer(model, graphs[:18], graphs[18:], cfg, tmp_path)
+    assert trainer.planned_steps == 3 * 4  # 18 structures in batches of 4, last one dropped
+    trainer.fit()
+    lrs = [float(r["lr"]) for r in read_log(tmp_path / "log.csv")]
+    # lr set before each step: the last of each epoch is step 4k-1 of 12; it keeps decaying during SWA.
+    assert lrs == pytest.approx([1e-3 * cosine_factor(4 * k - 1, 12) for k in (1, 2, 3)])
+    assert lrs[0] > lrs[1] > lrs[2] > 0
+
+
+def test_unknown_lr_schedule_is_a_clear_error():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
