@@ -17,6 +17,7 @@ from pathlib import Path
 
 from crystalframer.benchmark import machine_description
 from crystalframer import load_model, read_metadata
+from crystalframer.train.trainer import TrainConfig
 
 
 def run_summary(run: Path) -> dict:
@@ -34,7 +35,8 @@ def run_summary(run: Path) -> dict:
         "wall_s": float(rows[-1]["elapsed_s"]) if rows else float(info.get("wall_time_s", "nan")),
         "command": info.get("command", ""),
         "data": info.get("data", {}), "code_version": info.get("training_code_version") or meta["code_version"], "rows": rows,
-        "train_config": info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
+        # Settings added after a run was trained held their default value in it.
+        "train_config": TrainConfig().to_dict() | info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
     }
 
 
@@ -49,15 +51,24 @@ def preset_sentence(summary: dict) -> str:
     return ""
 
 
+# A safety cap that stops a run early: when it did not bind, the runs had the same budget (their epochs say so).
+NOT_RECIPE = ("time_budget_minutes",)
+# Settings of how a fixed budget is spent: runs differing only in these are tabulated with the difference named.
+SCHEDULE_KEYS = ("epochs", "lr_schedule", "swa_epochs")
+
+
+def recipe_differences(a: dict, b: dict) -> list[str]:
+    """Training settings (other than NOT_RECIPE) whose values differ between the runs ``a`` and ``b``."""
+    ta, tb = a["train_config"], b["train_config"]
+    return sorted(k for k in set(ta) | set(tb) if k not in NOT_RECIPE and ta.get(k) != tb.get(k))
+
+
 def same_budget(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
     """Same data selection and the same optimisation settings (the frame method may differ), apart from the
     training settings named in ``ignore``."""
     keys = ("path", "max_sites", "n_train", "n_val", "targets")
-
-    def recipe(run: dict) -> dict:
-        return {k: v for k, v in run["train_config"].items() if k not in ignore}
-
-    return all(a["data"].get(k) == b["data"].get(k) for k in keys) and recipe(a) == recipe(b)
+    return (all(a["data"].get(k) == b["data"].get(k) for k in keys)
+            and all(k in ignore for k in recipe_differences(a, b)))
 
 
 def comparison_table(runs: list[dict], with_data: bool = False) -> list[str]:
@@ -124,21 +135,24 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: s
     if note:
         lines += [note.strip(), ""]
     equal = [o for o in others if same_budget(summary, o)]
-    longer_or_shorter = [o for o in others if not same_budget(summary, o) and same_budget(summary, o, ("epochs",))]
-    unequal = [o for o in others if not same_budget(summary, o, ("epochs",))]
+    rescheduled = [o for o in others if not same_budget(summary, o) and same_budget(summary, o, SCHEDULE_KEYS)]
+    unequal = [o for o in others if not same_budget(summary, o, SCHEDULE_KEYS)]
     if equal:
         lines += ["## Equal-budget comparison of frame methods", "",
                   "Same data, split, epochs, batch size, seed and recipe; only the frame method differs.", ""]
         lines += comparison_table([summary] + equal)
         lines += ["", "One seed per method: differences of a few meV/atom between single runs are within what a "
                   "different seed could change, so read the ranking as indicative.", ""]
-    if longer_or_shorter:
-        lines += ["## Same data and recipe, different number of epochs", "",
-                  f"These runs differ from this one ({summary['epochs']} epochs) only in the number of epochs (and "
-                  "the frame method): the compute budget of one run on this machine gave the max-frame model the "
-                  "longest run.", ""]
-        lines += comparison_table([summary] + longer_or_shorter, with_data=True)
-        lines += ["", "One seed per method, and a run with more epochs has an advantage: read the ranking as "
+    if rescheduled:
+        lines += ["## Same data, batches and optimiser; different epochs or learning-rate schedule", "",
+                  "These runs differ from this one only in the settings named in the last column (and the frame "
+                  "method).", ""]
+        table = comparison_table([summary] + rescheduled, with_data=True)
+        differs = ["differs in |", "---|", "(this run) |"] + [
+            "; ".join(f"{k} {o['train_config'].get(k)}" for k in recipe_differences(summary, o)) + " |"
+            for o in rescheduled]
+        lines += [f"{row} {extra}" for row, extra in zip(table, differs)]
+        lines += ["", "One seed per run, and a run with more epochs has an advantage: read the ranking as "
                   "indicative.", ""]
     if unequal:
         lines += ["## Other checkpoints (not the same data or budget: not like-for-like)", "",
