@@ -29,6 +29,7 @@ def run_summary(run: Path) -> dict:
     return {
         "run": run.name, "frame_method": meta["config"]["frame_method"], "angle_bases": meta["config"]["angle_bases"],
         "params": model.num_trainable_parameters(), "selected": info.get("kind"),
+        "target": meta["config"]["target_names"][0], "unit": meta["config"]["target_units"][0],
         "val_mae": (info.get("val_mae") or [float("nan")])[0], "val_rmse": (info.get("val_rmse") or [float("nan")])[0],
         "val_r2": (info.get("val_r2") or [float("nan")])[0], "val_mae_best": info.get("val_mae_best"),
         "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
@@ -38,6 +39,13 @@ def run_summary(run: Path) -> dict:
         # Settings added after a run was trained held their default value in it.
         "train_config": TrainConfig().to_dict() | info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
     }
+
+
+# What each MEGNet MP label is, and the paper's test MAE for it (Crystalformer; max frames; weighted PCA).
+TARGETS = {
+    "megnet_e_form": ("formation energy", (0.0186, 0.0172, 0.0197)),
+    "megnet_gappbe": ("PBE band gap", (0.198, 0.185, 0.214)),
+}
 
 
 def preset_sentence(summary: dict) -> str:
@@ -72,7 +80,8 @@ def same_budget(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
 
 
 def comparison_table(runs: list[dict], with_data: bool = False) -> list[str]:
-    head = "| checkpoint | frames | angle bases | params | val MAE (eV/atom) | best-val raw | SWA | wall time |"
+    head = (f"| checkpoint | frames | angle bases | params | val MAE ({runs[0].get('unit', 'eV/atom')}) | best-val raw "
+            "| SWA | wall time |")
     rule = "|---|---|---|---|---|---|---|---|"
     if with_data:
         head, rule = head + " train cells | epochs |", rule + "---|---|"
@@ -92,15 +101,17 @@ def comparison_table(runs: list[dict], with_data: bool = False) -> list[str]:
 def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: str = "") -> None:
     data = summary["data"]
     tc = summary["train_config"]
+    unit = summary["unit"]
+    what, paper = TARGETS.get(summary["target"], (summary["target"], None))
     lines = [
         f"# {name}", "",
-        f"CrystalFramer checkpoint predicting MP formation energy (`megnet_e_form`, eV/atom) with "
+        f"CrystalFramer checkpoint predicting MP {what} (`{summary['target']}`, {unit}) with "
         f"**{summary['frame_method']}** frames"
         + (f" ({summary['angle_bases']} angle bases per axis)." if summary["frame_method"] != "none"
            else " (the Crystalformer baseline: no frames).")
         + preset_sentence(summary), "",
         "## Result", "",
-        f"- Validation MAE: **{summary['val_mae']:.4f} eV/atom** (RMSE {summary['val_rmse']:.4f}, "
+        f"- Validation MAE: **{summary['val_mae']:.4f} {unit}** (RMSE {summary['val_rmse']:.4f}, "
         f"R² {summary['val_r2']:.4f}) on the official MEGNet MP `val` split"
         + (f" restricted to cells with ≤ {data.get('max_sites')} sites" if data.get("max_sites") else
            " (all cell sizes)") + f" ({data.get('n_val')} structures).",
@@ -110,7 +121,7 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: s
         f"- Trainable parameters: {summary['params']:,}.", "",
     ]
     if summary["by_size"]:
-        lines += ["| sites per cell | val MAE (eV/atom) | structures |", "|---|---|---|"]
+        lines += [f"| sites per cell | val MAE ({unit}) | structures |", "|---|---|---|"]
         lines += [f"| {g['sites']} | {g['mae'][0]:.4f} | {g['count'][0]} |" for g in summary["by_size"]]
         lines += [""]
     lines += [
@@ -141,30 +152,32 @@ def write_card(summary: dict, others: list[dict], dest: Path, name: str, note: s
         lines += ["## Equal-budget comparison of frame methods", "",
                   "Same data, split, epochs, batch size, seed and recipe; only the frame method differs.", ""]
         lines += comparison_table([summary] + equal)
-        lines += ["", "One seed per method: differences of a few meV/atom between single runs are within what a "
+        lines += ["", "One seed per method: small differences between single runs are within what a "
                   "different seed could change, so read the ranking as indicative.", ""]
     if rescheduled:
         lines += ["## Same data, batches and optimiser; different epochs or learning-rate schedule", "",
                   "These runs differ from this one only in the settings named in the last column (and the frame "
                   "method).", ""]
         table = comparison_table([summary] + rescheduled, with_data=True)
-        differs = ["differs in |", "---|", "(this run) |"] + [
-            "; ".join(f"{k} {o['train_config'].get(k)}" for k in recipe_differences(summary, o)) + " |"
+        differs = [" differs in |", "---|", " (this run) |"] + [
+            " " + "; ".join(f"{k} {o['train_config'].get(k)}" for k in recipe_differences(summary, o)) + " |"
             for o in rescheduled]
-        lines += [f"{row} {extra}" for row, extra in zip(table, differs)]
+        lines += [row + extra for row, extra in zip(table, differs)]
         lines += ["", "One seed per run, and a run with more epochs has an advantage: read the ranking as "
                   "indicative.", ""]
     if unequal:
         lines += ["## Other checkpoints (not the same data or budget: not like-for-like)", "",
                   "Each one's val MAE is on its own val selection (its `train cells` rule applied to the val split).", ""]
         lines += comparison_table(unequal, with_data=True) + [""]
-    lines += ["Paper (full MP, ~500 epochs on a GPU, test split): Crystalformer 0.0186, CrystalFramer max frames "
-              "0.0172, weighted PCA 0.0197 eV/atom. Our budget is far smaller, so absolute numbers are higher.", "",
-              "## Learning curve", "", "| epoch | train L1 (normalised) | val MAE (eV/atom) |", "|---|---|---|"]
+    if paper:
+        lines += [f"Paper (full MP, ~500 epochs on a GPU, test split): Crystalformer {paper[0]}, CrystalFramer max "
+                  f"frames {paper[1]}, weighted PCA {paper[2]} {unit}. Our budget is far smaller, so absolute numbers "
+                  "are higher.", ""]
+    lines += ["## Learning curve", "", f"| epoch | train L1 (normalised) | val MAE ({unit}) |", "|---|---|---|"]
     for row in summary["rows"]:
         lines.append(f"| {row['epoch']} | {float(row['train_l1_norm']):.4f} | {float(row['val_mae']):.4f} |")
     lines += ["", "## Use", "", "```python", "from crystalframer import load_model",
-              f"model = load_model(\"{name}\")", "model.predict([structure])  # eV/atom", "```", ""]
+              f"model = load_model(\"{name}\")", f"model.predict([structure])  # {unit}", "```", ""]
     (dest / "card.md").write_text("\n".join(lines))
 
 

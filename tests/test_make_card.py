@@ -37,10 +37,10 @@ def test_the_stop_cap_is_not_part_of_the_recipe_and_differences_are_named():
 def test_card_names_what_differs_for_rescheduled_runs(tmp_path):
     from scripts.make_card import write_card
 
-    def summary(name, **tc):
+    def summary(name, target="megnet_e_form", unit="eV/atom", **tc):
         run = _run(12)
         run["train_config"].update(tc)
-        return run | {"run": name, "frame_method": "max", "angle_bases": 64, "params": 1, "selected": "swa",
+        return run | {"target": target, "unit": unit, "run": name, "frame_method": "max", "angle_bases": 64, "params": 1, "selected": "swa",
                       "val_mae": 0.05, "val_rmse": 0.1, "val_r2": 0.9, "val_mae_best": 0.06, "val_mae_swa": 0.05,
                       "epochs": 12, "steps": 100, "wall_s": 60.0, "command": "c", "code_version": "v", "rows": [],
                       "by_size": []}
@@ -51,3 +51,8 @@ def test_card_names_what_differs_for_rescheduled_runs(tmp_path):
     rows = [line for line in card.splitlines() if line.startswith("| old ")]
     assert len(rows) == 1 and rows[0].endswith("| lr_schedule inverse_sqrt |")
     assert "(this run)" in card and "cosine schedule" in card
+
+    write_card(summary("gap", target="megnet_gappbe", unit="eV"), [], tmp_path, "mp-gap-max")
+    card = (tmp_path / "card.md").read_text()
+    assert "MP PBE band gap (`megnet_gappbe`, eV)" in card and "eV/atom" not in card.replace("|E_form| > 5 eV/atom", "")
+    assert "max frames 0.185" in card
