@@ -35,9 +35,10 @@ def run_summary(run: Path) -> dict:
         "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
         "wall_s": float(rows[-1]["elapsed_s"]) if rows else float(info.get("wall_time_s", "nan")),
         "command": info.get("command", ""),
-        "data": info.get("data", {}), "code_version": info.get("training_code_version") or meta["code_version"], "rows": rows,
+        "data": info.get("data", {}), "rows": rows, "by_size": info.get("val_by_size") or [],
+        "code_version": info.get("training_code_version") or meta["code_version"],
         # Settings added after a run was trained held their default value in it.
-        "train_config": TrainConfig().to_dict() | info.get("train_config", {}), "by_size": info.get("val_by_size") or [],
+        "train_config": TrainConfig().to_dict() | info.get("train_config", {}),
     }
 
 
