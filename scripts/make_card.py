@@ -23,8 +23,8 @@ from crystalframer.train.trainer import TrainConfig
 def run_summary(run: Path) -> dict:
     meta = read_metadata(run / "model.safetensors")
     info = meta["info"]
-    log = run / "log.csv"  # a shipped checkpoint folder has no log: its wall time comes from the info
-    rows = list(csv.DictReader(log.open())) if log.exists() else []
+    log = run / "log.csv"  # a shipped checkpoint folder has no log: it carries the per-epoch rows in its info
+    rows = list(csv.DictReader(log.open())) if log.exists() else info.get("history", [])
     model = load_model(run / "model.safetensors")
     return {
         "run": run.name, "frame_method": meta["config"]["frame_method"], "angle_bases": meta["config"]["angle_bases"],
@@ -33,7 +33,7 @@ def run_summary(run: Path) -> dict:
         "val_mae": (info.get("val_mae") or [float("nan")])[0], "val_rmse": (info.get("val_rmse") or [float("nan")])[0],
         "val_r2": (info.get("val_r2") or [float("nan")])[0], "val_mae_best": info.get("val_mae_best"),
         "val_mae_swa": info.get("val_mae_swa"), "epochs": info.get("epochs_done"), "steps": info.get("steps"),
-        "wall_s": float(rows[-1]["elapsed_s"]) if rows else float(info.get("wall_time_s", "nan")),
+        "wall_s": float(rows[-1]["elapsed_s"] if rows else info.get("wall_time_s", "nan")),
         "command": info.get("command", ""),
         "data": info.get("data", {}), "rows": rows, "by_size": info.get("val_by_size") or [],
         "code_version": info.get("training_code_version") or meta["code_version"],
@@ -193,7 +193,8 @@ def main() -> int:
     summary = run_summary(args.run)
     others = [run_summary(r) for r in args.compare]
     args.dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.run / "model.safetensors", args.dest / "model.safetensors")
+    if (args.run / "model.safetensors").resolve() != (args.dest / "model.safetensors").resolve():
+        shutil.copyfile(args.run / "model.safetensors", args.dest / "model.safetensors")
     note = args.note.read_text() if args.note else ""
     write_card(summary, others, args.dest, args.dest.name, note)
     print(f"wrote {args.dest}/model.safetensors and card.md (val MAE {summary['val_mae']:.4f})")

@@ -476,6 +476,15 @@ class Trainer:
         return self.info | {"train_config": self.cfg.to_dict(), "epochs_done": self.epoch, "steps": self.step,
                             "wall_time_s": round(self.elapsed, 1), "world_size": self.dist.world_size} | extra
 
+    def _history(self) -> list[dict[str, float]]:
+        """The per-epoch rows of ``log.csv`` (resumed runs included) as numbers, so that a shipped checkpoint keeps
+        its learning curve when the run folder is gone."""
+        log_path = self.out_dir / "log.csv"
+        if not log_path.exists():
+            return []
+        with log_path.open(newline="") as fh:
+            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+
     def _finish(self, stopped_early: bool) -> dict[str, Any]:
         result: dict[str, Any] = {"epochs_done": self.epoch, "steps": self.step, "wall_time_s": self.elapsed,
                                   "stopped_early": stopped_early}
@@ -506,7 +515,8 @@ class Trainer:
                            "val_r2": final.get("r2"), "val_mae_best": result.get("val_mae_best"),
                            "val_mae_swa": result.get("val_mae_swa"),
                            "val_by_size": [{"sites": g["sites"], "mae": g["mae"], "count": g["count"]}
-                                           for g in final.get("by_size", [])]})
+                                           for g in final.get("by_size", [])],
+                           "history": self._history()})
         save_checkpoint(chosen, self.out_dir / "model.safetensors", info)
         for p in chosen.parameters():  # frozen for training only (freeze_encoder)
             p.requires_grad_(True)

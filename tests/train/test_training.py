@@ -41,6 +41,31 @@ def test_two_epochs_lower_the_loss(tmp_path):
         assert (tmp_path / name).exists()
 
 
+def test_shipped_checkpoint_carries_its_learning_curve(tmp_path):
+    """A checkpoint copied out of its run folder still gives its card the per-epoch rows of log.csv."""
+    import shutil
+
+    from crystalframer import read_metadata
+    from scripts.make_card import run_summary
+
+    torch.manual_seed(0)
+    model = CrystalFramer(tiny_config())
+    graphs = graphs_for(model)
+    cfg = TrainConfig(epochs=2, batch_size=4, swa_epochs=1, progress=False, device="cpu")
+    Trainer(model, graphs[:18], graphs[18:], cfg, tmp_path / "run").fit()
+    rows = read_log(tmp_path / "run" / "log.csv")
+    history = read_metadata(tmp_path / "run" / "model.safetensors")["info"]["history"]
+    assert [h["epoch"] for h in history] == [1.0, 2.0]
+    for h, row in zip(history, rows):
+        assert h["val_mae"] == float(row["val_mae"]) and h["elapsed_s"] == float(row["elapsed_s"])
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copyfile(tmp_path / "run" / "model.safetensors", shipped / "model.safetensors")
+    summary = run_summary(shipped)
+    assert [float(r["val_mae"]) for r in summary["rows"]] == [float(r["val_mae"]) for r in rows]
+    assert summary["wall_s"] == float(rows[-1]["elapsed_s"])
+
+
 def test_resume_continues_where_it_stopped(tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=4, swa_epochs=1, progress=False, device="cpu")
     torch.manual_seed(0)
