@@ -212,6 +212,7 @@ class Trainer:
                 raise TrainingError(f"structure {g.ident or '?'} has no target")
         self.cfg = config
         self.out_dir = Path(out_dir)
+        self.log_path = self.out_dir / "log.csv"  # one row per epoch
         self.info = dict(info or {})
         self.epoch_callback = epoch_callback
         self.keep_normalization = keep_normalization
@@ -309,20 +310,18 @@ class Trainer:
 
     def _truncate_log(self) -> None:
         """Drop log rows of epochs after the resume point (a run killed between logging and saving its state)."""
-        log_path = self.out_dir / "log.csv"
-        if not self.dist.is_main or not log_path.is_file():
+        if not self.dist.is_main:
             return
-        with log_path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = self._read_log()
         kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= self.epoch]
         if len(kept) == len(rows) or not rows:
             return
-        tmp = log_path.with_suffix(".csv.tmp")
+        tmp = self.log_path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, log_path)
+        os.replace(tmp, self.log_path)
 
     # ----- loop -----------------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -400,7 +399,6 @@ class Trainer:
         """Run until ``epochs`` (or the time budget); returns the final metrics."""
         cfg = self.cfg
         dtype = self.model.dtype
-        log_path = self.out_dir / "log.csv"
         if self.dist.is_main:
             (self.out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
             self.model.config.save(self.out_dir / "model_config.json")
@@ -450,8 +448,8 @@ class Trainer:
             if self.dist.is_main and self.val_graphs:
                 row["val_mae"] = self._validate_and_keep_best()
             if self.dist.is_main:
-                new = not log_path.exists()
-                with log_path.open("a", newline="") as fh:
+                new = not self.log_path.exists()
+                with self.log_path.open("a", newline="") as fh:
                     w = csv.DictWriter(fh, fieldnames=list(row))
                     if new:
                         w.writeheader()
@@ -476,14 +474,17 @@ class Trainer:
         return self.info | {"train_config": self.cfg.to_dict(), "epochs_done": self.epoch, "steps": self.step,
                             "wall_time_s": round(self.elapsed, 1), "world_size": self.dist.world_size} | extra
 
+    def _read_log(self) -> list[dict[str, str]]:
+        """The rows of ``log.csv`` as written (strings); none before the first epoch."""
+        if not self.log_path.is_file():
+            return []
+        with self.log_path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
     def _history(self) -> list[dict[str, float]]:
         """The per-epoch rows of ``log.csv`` (resumed runs included) as numbers, so that a shipped checkpoint keeps
         its learning curve when the run folder is gone."""
-        log_path = self.out_dir / "log.csv"
-        if not log_path.exists():
-            return []
-        with log_path.open(newline="") as fh:
-            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in self._read_log()]
 
     def _finish(self, stopped_early: bool) -> dict[str, Any]:
         result: dict[str, Any] = {"epochs_done": self.epoch, "steps": self.step, "wall_time_s": self.elapsed,
