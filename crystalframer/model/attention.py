@@ -105,7 +105,7 @@ class PeriodicAttention(nn.Module):
         if cfg.angle_features == "grid":  # slots without a direction (the zero image) are skipped there
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
             return angle_term_grid(weights, frames, geom.unit, geom.row_atom, self.pe_angle_proj, centers, width,
-                                   grid, cfg.cos_abs, ends)
+                                   grid, cfg.cos_abs, ends, geom.unit_rows(weights.dtype))
         weights = weights * geom.valid[:, None, :].to(weights.dtype)  # the zero image has no direction
         with torch.no_grad():
             cos = slot_cosines(frames, geom.unit, geom.row_atom, slice(None), cfg.cos_abs)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from crystalframer.model.kernels import CpuAngleHistogram, kernels_enabled
+from crystalframer.model.kernels import ANGLE_LANES, CpuAngleTerm, kernels_enabled
 from crystalframer.model.ops import floored_exp
 
 # Quintic Lagrange interpolation on nodes −2 … 3 around t ∈ [0, 1): max_t |Π (t − o)| / 6! = (225/64)/720 (at
@@ -298,25 +298,25 @@ class _GridAngleTerm(torch.autograd.Function):
 
 def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
                     proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
-                    cos_abs: bool, ends: torch.Tensor | None = None) -> torch.Tensor:
+                    cos_abs: bool, ends: torch.Tensor | None = None,
+                    unit_rows: torch.Tensor | None = None) -> torch.Tensor:
     """The same term as :func:`angle_term_exact`, through the tabulated projected basis (see the module doc).
 
     weights: (R, H, W) slot weights (those of slots without a direction, i.e. empty slots and the zero image, are
     ignored); frames: (N, H, 3, 3) detached; unit: (R, W, 3) unit vectors of the slots (zero where empty or the zero
     image); row_atom: (R,) the atom of each row; proj: (3, H, head_dim, D); ends (N, H), optional: the compiled
     kernel's hint that only the first ends[i, h] slots of atom i are inside head h's softmax (see
-    :class:`~crystalframer.model.kernels.CpuAngleHistogram`). Returns (N, H, head_dim). Cost per image-edge, head
-    and axis: one cosine, six scatter-adds (and six gathers backward); per atom, head and axis: one
-    (G × head_dim) product. On CPU the per-item work runs in the compiled kernels of
-    :mod:`crystalframer.model.kernels` (the same arithmetic) and the products are one batched matmul per layer.
+    :class:`~crystalframer.model.kernels.CpuAngleTerm`); unit_rows (R, 3, W), optional: ``unit`` one component per
+    line (the geometry caches it). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, six
+    scatter-adds (and six gathers backward); per atom, head and axis: one (G × head_dim) product. On CPU (H ≤ 8)
+    all of it runs per atom in the compiled kernel of :mod:`crystalframer.model.kernels` (the same arithmetic).
     """
     n, h = frames.shape[:2]
     nodes = grid.nodes(weights.dtype, weights.device)
     table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj)  # (H, 3, G, head_dim)
-    if kernels_enabled(weights):
-        hist = CpuAngleHistogram.apply(weights, frames.detach(), unit, row_atom, n, grid, cos_abs, ends)
-        out = torch.bmm(hist.view(h, n, -1), table.reshape(h, 3 * grid.size, -1))  # (H, N, head_dim)
-        return out.transpose(0, 1)
+    if kernels_enabled(weights) and h <= ANGLE_LANES:
+        unit_rows = unit.transpose(1, 2).contiguous() if unit_rows is None else unit_rows
+        return CpuAngleTerm.apply(weights, table, frames.detach(), unit_rows, row_atom, n, grid, cos_abs, ends)
     weights = weights * (unit != 0).any(-1)[:, None, :].to(weights.dtype)  # no direction, no angle features
     out = _GridAngleTerm.apply(weights, table.reshape(h * 3, grid.size, -1), frames.detach(), unit, row_atom, n,
                                grid, cos_abs)

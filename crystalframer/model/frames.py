@@ -126,7 +126,8 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
     non-parallel images; Gram–Schmidt; e3 = e1 × e2.
     """
     if kernels_enabled(score_base):  # CPU: the same rules in one compiled pass per atom and head
-        e1, t2, ok1, ok2 = max_frame_axes(score_base, weights, geom.unit, geom.vec, geom.dist2, geom.valid, a,
+        e1, t2, ok1, ok2 = max_frame_axes(score_base, weights, geom.unit_rows(score_base.dtype), geom.vec,
+                                          geom.dist2, geom.valid_bias(score_base.dtype), a,
                                           geom.row_atom, sampling.stochastic and noise > 0, 0.5 * noise,
                                           0.5 * noise, sampling.generator)
         return _assemble_max_frames(e1, t2, ok1, ok2, score_base)

@@ -69,6 +69,23 @@ class EdgeGeometry:
             self._cache[key] = (x[..., :, None] * x[..., None, :]).reshape(x.shape[0], x.shape[1], 9)
         return self._cache[key]
 
+    def unit_rows(self, dtype: torch.dtype) -> torch.Tensor:
+        """(R, 3, W) the unit vectors of each row, one component per line (the compiled kernels' layout); once per
+        batch and dtype."""
+        key = f"unit_rows_{dtype}"
+        if key not in self._cache:
+            self._cache[key] = self.unit.to(dtype).transpose(1, 2).contiguous()
+        return self._cache[key]
+
+    def valid_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """(R, W) 0 on valid slots (an image-edge that is not the zero image), −inf elsewhere; once per batch and
+        dtype."""
+        key = f"valid_bias_{dtype}"
+        if key not in self._cache:
+            bias = torch.zeros(self.valid.shape, dtype=dtype, device=self.valid.device)
+            self._cache[key] = bias.masked_fill_(~self.valid, float("-inf"))
+        return self._cache[key]
+
     def valid_slot_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The valid slots in row-major order, flat indices (V,), which groups them by atom (an atom's rows are
         consecutive and atoms come in order); each atom's count (N,) and the position of its first one (N,).

@@ -38,7 +38,8 @@ from crystalframer.model.ops import log_tiny
 
 log = logging.getLogger(__name__)
 
-HEADERS = (Path(__file__).with_name("csrc") / "ftz.h",)
+HEADERS = tuple(Path(__file__).with_name("csrc") / name
+                for name in ("ftz.h", "angle_grid_body.h", "max_frames_body.h"))
 SOURCES = tuple(Path(__file__).with_name("csrc") / name
                 for name in ("angle_grid.c", "attention_core.c", "max_frames.c", "pair_products.c"))
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
@@ -77,12 +78,12 @@ def _compile(compiler: str, target: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        spread = getattr(lib, f"cf_angle_spread_{suffix}")
-        spread.argtypes = [ptr] * 5 + [i64] * 6 + [real, real, ctypes.c_int, ptr]
-        spread.restype = ctypes.c_int
-        gather = getattr(lib, f"cf_angle_gather_{suffix}")
-        gather.argtypes = [ptr] * 4 + [i64] * 6 + [real, real, ctypes.c_int, ptr, ptr]
-        gather.restype = ctypes.c_int
+        angle_fwd = getattr(lib, f"cf_angle_fwd_{suffix}")
+        angle_fwd.argtypes = [ptr] * 5 + [i64] * 5 + [real, real, ctypes.c_int, ptr, i64, ptr, ptr]
+        angle_fwd.restype = ctypes.c_int
+        angle_bwd = getattr(lib, f"cf_angle_bwd_{suffix}")
+        angle_bwd.argtypes = [ptr] * 4 + [i64] * 5 + [real, real, ctypes.c_int, ptr, i64] + [ptr] * 4
+        angle_bwd.restype = ctypes.c_int
         forward = getattr(lib, f"cf_attn_fwd_{suffix}")
         forward.argtypes = [ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5
         forward.restype = ctypes.c_int
@@ -179,50 +180,68 @@ def _atom_row_bounds(row_atom: torch.Tensor, num_atoms: int) -> np.ndarray:
     return bounds
 
 
-class CpuAngleHistogram(torch.autograd.Function):
-    """(H, N, 3, G) per (head, atom, axis) histograms of the slots' quintic Lagrange stencil weights on the cosine
-    grid, hist[h, i, a, node] = Σ_m w_m L_node(e_iha·r̂_m): what the PyTorch version spreads chunk by chunk; the caller
-    multiplies them by the tabulated projected basis (``csrc/angle_grid.c``).
+ANGLE_LANES = 8  # heads per vector in the angle kernels (csrc/angle_grid.c): models with more heads use PyTorch
 
-    weights (R, H, W); frames (N, H, 3, 3) detached; unit (R, W, 3); row_atom (R,), sorted. Only slots with a
-    direction count, so the zero image and empty slots need no zero weight. ``ends`` (N, H) int64, optional: only
-    the first ends[i, h] slots of atom i are inside head h's softmax (slots are nearest first); the others are not
-    visited. Slots that do not count get weight gradient 0 (nothing upstream depends on it).
+
+class CpuAngleTerm(torch.autograd.Function):
+    """The framed angle term Σ_k P_kh Σ_m w_m g(e_ihk·r̂_m) (N, H, D) of the grid path in one compiled pass per atom
+    (``csrc/angle_grid.c``): each (image-edge, head, axis) item is spread onto six nodes of the atom's histograms
+    with its quintic Lagrange weights, and the histograms are multiplied by the tabulated projected basis while
+    they are in cache; backward, the histograms' gradient is formed per atom and gathered at the same nodes.
+
+    weights (R, H, W); table (H, 3, G, D) the projected basis at the grid nodes (differentiable); frames
+    (N, H, 3, 3) detached; unit_rows (R, 3, W); row_atom (R,), sorted. Only slots with a direction count, so the
+    zero image and empty slots need no zero weight. ``ends`` (N, H) int64, optional: only the first ends[i, h]
+    slots of atom i are inside head h's softmax (slots are nearest first); the others are not visited and get
+    weight gradient 0 (nothing upstream depends on it). Requires H ≤ 8.
     """
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
-                num_atoms: int, grid, cos_abs: bool,  # type: ignore[override]
+    def forward(ctx, weights: torch.Tensor, table: torch.Tensor, frames: torch.Tensor,  # type: ignore[override]
+                unit_rows: torch.Tensor, row_atom: torch.Tensor, num_atoms: int, grid, cos_abs: bool,
                 ends: torch.Tensor | None = None) -> torch.Tensor:
         lib = library()
         suffix = _suffix(weights)
+        heads, width = weights.shape[1], weights.shape[2]
+        dim = table.shape[-1]
         weights_c = weights.detach().contiguous()
         ends_c = None if ends is None else ends.to(torch.int64).contiguous()
         frames_c = frames.detach().to(weights.dtype).contiguous()
-        unit_t = unit.detach().to(weights.dtype).transpose(1, 2).contiguous()  # (R, 3, W)
+        unit_c = unit_rows.detach().to(weights.dtype).contiguous()
+        # (H, 3, G, D) → head lanes (3G, D, 8): every product of the kernel is one 8-lane multiply-add
+        lanes = weights.new_zeros((3 * grid.size, dim, ANGLE_LANES))
+        lanes[..., :heads] = table.detach().reshape(heads, 3 * grid.size, dim).permute(1, 2, 0)
         bounds = _atom_row_bounds(row_atom, num_atoms)
-        heads, width = weights.shape[1], weights.shape[2]
-        hist = weights.new_empty((heads, num_atoms, 3, grid.size))
         ranges = _atom_ranges(bounds, torch.get_num_threads())
-        _run_parallel(getattr(lib, f"cf_angle_spread_{suffix}"), ranges, lambda lo, hi: (
-            _ptr(weights_c), _ptr(frames_c), _ptr(unit_t), _ptr(bounds), None if ends_c is None else _ptr(ends_c),
-            num_atoms, lo, hi, heads, width, grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(hist)))
-        ctx.save_for_backward(frames_c, unit_t)
-        ctx.meta = (grid, cos_abs, bounds, ranges, ends_c, heads, width, weights.shape[0])
-        return hist
+        out = weights.new_empty((num_atoms, heads, dim))
+        keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        hist = weights.new_empty((num_atoms, 3 * grid.size, ANGLE_LANES)) if keep else None
+        _run_parallel(getattr(lib, f"cf_angle_fwd_{suffix}"), ranges, lambda lo, hi: (
+            _ptr(weights_c), _ptr(frames_c), _ptr(unit_c), _ptr(bounds), None if ends_c is None else _ptr(ends_c),
+            lo, hi, heads, width, grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(lanes), dim, _ptr(out),
+            None if hist is None else _ptr(hist)))
+        if keep:
+            ctx.save_for_backward(frames_c, unit_c, lanes, hist)
+            ctx.meta = (grid, cos_abs, bounds, ranges, ends_c, heads, width, weights.shape[0])
+        return out
 
     @staticmethod
-    def backward(ctx, grad_hist: torch.Tensor):  # type: ignore[override]
-        frames, unit_t = ctx.saved_tensors
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        frames, unit_rows, lanes, hist = ctx.saved_tensors
         grid, cos_abs, bounds, ranges, ends, heads, width, rows = ctx.meta
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None, None
-        grad_hist = grad_hist.contiguous()
-        grad_weights = grad_hist.new_empty((rows, heads, width))
-        _run_parallel(getattr(library(), f"cf_angle_gather_{_suffix(grad_hist)}"), ranges, lambda lo, hi: (
-            _ptr(frames), _ptr(unit_t), _ptr(bounds), None if ends is None else _ptr(ends), len(bounds) - 1, lo, hi,
-            heads, width, grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(grad_hist), _ptr(grad_weights)))
-        return grad_weights, None, None, None, None, None, None, None
+        grad_out = grad_out.contiguous()
+        dim = grad_out.shape[-1]
+        grad_weights = grad_out.new_empty((rows, heads, width)) if ctx.needs_input_grad[0] else None
+        partial = grad_out.new_zeros((len(ranges),) + tuple(lanes.shape))  # one table gradient per thread
+        slot = {rg: k for k, rg in enumerate(ranges)}
+        _run_parallel(getattr(library(), f"cf_angle_bwd_{_suffix(grad_out)}"), ranges, lambda lo, hi: (
+            _ptr(frames), _ptr(unit_rows), _ptr(bounds), None if ends is None else _ptr(ends), lo, hi, heads, width,
+            grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(lanes), dim, _ptr(grad_out), _ptr(hist),
+            None if grad_weights is None else _ptr(grad_weights), _ptr(partial[slot[(lo, hi)]])))
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = partial.sum(0)[..., :heads].permute(2, 0, 1).reshape(heads, 3, grid.size, dim)
+        return grad_weights, grad_table, None, None, None, None, None, None, None
 
 
 @dataclass
@@ -316,13 +335,15 @@ class CpuAttentionCore(torch.autograd.Function):
         return grad_qk, grad_a, None, None, None
 
 
-def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit: torch.Tensor, vec: torch.Tensor,
-                   dist2: torch.Tensor, valid: torch.Tensor, a: torch.Tensor, row_atom: torch.Tensor,
+def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit_rows: torch.Tensor, vec: torch.Tensor,
+                   dist2: torch.Tensor, valid_bias: torch.Tensor, a: torch.Tensor, row_atom: torch.Tensor,
                    stochastic: bool, half_width1: float, half_width2: float,
                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The two chosen directions of max (or static) frames, by the rules of :func:`frames.max_frames`
-    (``csrc/max_frames.c``): scores, weights (R, H, W); unit, vec (R, W, 3); dist2 (R, W); valid (R, W) bool;
-    a (N, H). Returns d1, d2 (N, H, 3) (oriented; zero where not found) and found1, found2 (N, H) bool.
+    (``csrc/max_frames.c``): scores, weights (R, H, W); unit_rows (R, 3, W) the slots' unit vectors, one component
+    per line; vec (R, W, 3); dist2 (R, W); valid_bias (R, W) 0 on valid slots, −inf elsewhere (the geometry's
+    :meth:`~crystalframer.model.geometry.EdgeGeometry.unit_rows` and ``valid_bias``, in the scores' dtype); a (N, H).
+    Returns d1, d2 (N, H, 3) (oriented; zero where not found) and found1, found2 (N, H) bool.
     Stochastic tie-break noise comes from a counter-based generator keyed by one seed drawn from ``generator``
     (the global generator when None), so the draws are reproducible from the caller's generator."""
     lib = library()
@@ -332,14 +353,13 @@ def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit: torch.Tens
     bounds = _atom_row_bounds(row_atom, n)
     ranges = _atom_ranges(bounds, torch.get_num_threads())
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if stochastic else 0
-    tensors = [t.detach().contiguous() for t in (scores, weights, unit, vec, dist2)]
-    valid_u8 = valid.to(torch.uint8).contiguous()
+    tensors = [t.detach().to(scores.dtype).contiguous() for t in (scores, weights, unit_rows, vec, dist2, valid_bias)]
     a_c = a.detach().to(scores.dtype).contiguous()
     d1 = scores.new_empty((n, heads, 3))
     d2 = scores.new_empty((n, heads, 3))
     found = torch.empty((n, heads, 2), dtype=torch.uint8)
     _run_parallel(getattr(lib, f"cf_max_frames_{suffix}"), ranges, lambda lo, hi: (
-        *[_ptr(t) for t in tensors], _ptr(valid_u8), _ptr(a_c), _ptr(bounds), lo, hi, heads, width,
+        *[_ptr(t) for t in tensors], _ptr(a_c), _ptr(bounds), lo, hi, heads, width,
         int(stochastic), half_width1, half_width2, seed, _ptr(d1), _ptr(d2), _ptr(found)))
     found = found.bool()
     return d1, d2, found[..., 0], found[..., 1]

@@ -75,6 +75,43 @@ def test_kernels_match_the_pytorch_version(dtype, rtol, cos_abs, threads, monkey
         assert (got - want).abs().max() <= rtol * want.abs().max(), (got - want).abs().max()
 
 
+@pytest.mark.parametrize("frames_mode", ["distinct", "shared", "one"])
+@pytest.mark.parametrize("with_ends", [False, True])
+def test_angle_kernel_paths_match_the_pytorch_version(frames_mode, with_ends, monkeypatch):
+    """Eight heads (the kernel's head lanes): atoms whose heads all have different frames take the per-head way,
+    atoms with few distinct frames (two, or one) the shared way; ``ends`` (the attention kernel's count of each
+    atom's slots inside a head's softmax) leaves partial rows. Values and gradients agree with PyTorch in float64."""
+    weights, frames, unit, row_atom, proj = _inputs(torch.float64, seed=3, rows=80, heads=8, atoms=10)
+    if frames_mode == "shared":
+        frames = frames[:, [0, 1, 0, 1, 0, 1, 0, 1]].clone()
+    elif frames_mode == "one":
+        frames = frames[:, :1].expand(-1, 8, -1, -1).clone()
+    ends = None
+    if with_ends:  # head h of atom i keeps its first ends[i, h] slots; weights beyond are zero, as attention's are
+        counts = torch.bincount(row_atom, minlength=frames.shape[0]) * weights.shape[2]
+        ends = (counts[:, None] * torch.linspace(0.3, 1.0, 8, dtype=torch.float64)).long()
+        first_row = torch.cumsum(torch.bincount(row_atom, minlength=frames.shape[0]), 0) - torch.bincount(
+            row_atom, minlength=frames.shape[0])
+        slot = (torch.arange(weights.shape[0]) - first_row[row_atom])[:, None] * weights.shape[2] + torch.arange(
+            weights.shape[2])[None, :]  # (R, W) index of each slot within its atom
+        weights = weights * (slot[:, None, :] < ends[row_atom][:, :, None]).to(weights.dtype)
+    centers = angle_centers(64, False, torch.float64, weights.device)
+    tau = angle_width(64, 4.0, False)
+    grid = AngleGrid.for_basis(tau, False, 1e-7)
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CRYSTALFRAMER_KERNELS", flag)
+        w, p = weights.clone().requires_grad_(True), proj.clone().requires_grad_(True)
+        out = angle_term_grid(w, frames, unit, row_atom, p, centers, tau, grid, False, ends if flag == "1" else None)
+        gw, gp = torch.autograd.grad(out, (w, p), torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+        if ends is not None:
+            gw = gw * (w != 0)  # slots outside a head's softmax: the kernel reports 0, PyTorch their sensitivity
+        results.append((out.detach(), gw * (unit != 0).any(-1)[:, None, :], gp))
+    for got, want in zip(*results):
+        assert got.abs().max() > 0
+        assert (got - want).abs().max() <= 1e-12 * want.abs().max(), (got - want).abs().max()
+
+
 def test_atom_ranges_cover_every_atom_once():
     bounds = np.array([0, 5, 5, 6, 20, 21, 21, 40])
     for parts in (1, 2, 3, 8, 20):

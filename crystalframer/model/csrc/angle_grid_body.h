@@ -1,0 +1,396 @@
+/* The kernels of angle_grid.c for one floating-point type: included twice by it, with T (the type) and NAME(x)
+   (x with the type's suffix) defined. See angle_grid.c for what they compute and the layouts. */
+
+typedef T NAME(vec8) __attribute__((vector_size(8 * sizeof(T))));
+/* lane indices for __builtin_shuffle of two vec8 (same element size as T) */
+typedef NAME(int_t) NAME(index8) __attribute__((vector_size(8 * sizeof(T))));
+
+/* The six quintic Lagrange weights of nodes −2 … 3 around t ∈ [0, 1) in lanes 0 … 5 (lanes 6, 7 zero), by Horner's
+   rule from their monomial coefficients. */
+static inline NAME(vec8) NAME(lagrange)(T t) {
+    const NAME(vec8) C0 = {0, 0, 1, 0, 0, 0, 0, 0};
+    const NAME(vec8) C1 = {(T)1 / 20, (T)-1 / 2, (T)-1 / 3, 1, (T)-1 / 4, (T)1 / 30, 0, 0};
+    const NAME(vec8) C2 = {(T)-1 / 24, (T)2 / 3, (T)-5 / 4, (T)2 / 3, (T)-1 / 24, 0, 0, 0};
+    const NAME(vec8) C3 = {(T)-1 / 24, (T)-1 / 24, (T)5 / 12, (T)-7 / 12, (T)7 / 24, (T)-1 / 24, 0, 0};
+    const NAME(vec8) C4 = {(T)1 / 24, (T)-1 / 6, (T)1 / 4, (T)-1 / 6, (T)1 / 24, 0, 0, 0};
+    const NAME(vec8) C5 = {(T)-1 / 120, (T)1 / 24, (T)-1 / 12, (T)1 / 12, (T)-1 / 24, (T)1 / 120, 0, 0};
+    NAME(vec8) v = C5 * t + C4;
+    v = v * t + C3;
+    v = v * t + C2;
+    v = v * t + C1;
+    return v * t + C0;
+}
+
+/* Node −2 and t of each slot's stencil for one frame axis e. */
+static inline void NAME(stencils)(const T *e, const T *ux, const T *uy, const T *uz, int64_t width, int cos_abs,
+                                  T start, T inv_step, T top, int32_t *node, T *frac) {
+    const T e0 = e[0], e1 = e[1], e2 = e[2];
+#pragma omp simd
+    for (int64_t m = 0; m < width; m++) {
+        T c = e0 * ux[m] + e1 * uy[m] + e2 * uz[m];
+        if (cos_abs) c = c < 0 ? -c : c;
+        T u = (c - start) * inv_step;
+        u = u > (T)2 ? u : (T)2; /* the clamp only guards against rounding (AngleGrid) */
+        u = u < top ? u : top;
+        const int32_t j = (int32_t)u;
+        node[m] = j - 2;
+        frac[m] = u - (T)j;
+    }
+}
+
+/* The six Lagrange weights of each slot's stencil, one line of `width` per tap: lam[s * width + m] = L_s(frac[m])
+   (vectorised across slots, so the per-item loops only load them). */
+static inline void NAME(lagrange_lines)(const T *frac, int64_t width, T *lam) {
+#pragma omp simd
+    for (int64_t m = 0; m < width; m++) {
+        const T t = frac[m];
+        lam[m] = ((((((T)-1 / 120) * t + (T)1 / 24) * t + (T)-1 / 24) * t + (T)-1 / 24) * t + (T)1 / 20) * t;
+        lam[width + m] = (((((T)1 / 24 * t + (T)-1 / 6) * t + (T)-1 / 24) * t + (T)2 / 3) * t + (T)-1 / 2) * t;
+        lam[2 * width + m] = ((((((T)-1 / 12) * t + (T)1 / 4) * t + (T)5 / 12) * t + (T)-5 / 4) * t + (T)-1 / 3) * t + 1;
+        lam[3 * width + m] = (((((T)1 / 12 * t + (T)-1 / 6) * t + (T)-7 / 12) * t + (T)2 / 3) * t + 1) * t;
+        lam[4 * width + m] = ((((((T)-1 / 24) * t + (T)1 / 24) * t + (T)7 / 24) * t + (T)-1 / 24) * t + (T)-1 / 4) * t;
+        lam[5 * width + m] = (((((T)1 / 120 * t) * t + (T)-1 / 24) * t) * t + (T)1 / 30) * t;
+    }
+}
+
+/* Heads of atom i with bitwise equal frames share a group: group[h] is the group of head h; returns the number of
+   groups. Equal frames give equal cosines, so their items can share stencils (angle_grid.c). */
+static int NAME(frame_groups)(const T *frames_i, int64_t heads, int *group, int64_t *first) {
+    int count = 0;
+    for (int64_t h = 0; h < heads; h++) {
+        group[h] = -1;
+        for (int g = 0; g < count && group[h] < 0; g++)
+            if (memcmp(frames_i + h * 9, frames_i + first[g] * 9, 9 * sizeof(T)) == 0) group[h] = g;
+        if (group[h] < 0) { first[count] = h; group[h] = count++; }
+    }
+    return count;
+}
+
+/* Eight rows (heads) of eight slots → eight slots of eight heads: the classic three-stage vector transpose. */
+static inline void NAME(transpose8)(const NAME(vec8) *in, NAME(vec8) *out) {
+    NAME(index8) lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    NAME(index8) lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    NAME(index8) lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    NAME(vec8) t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = __builtin_shuffle(in[2 * k], in[2 * k + 1], lo);
+        t[2 * k + 1] = __builtin_shuffle(in[2 * k], in[2 * k + 1], hi);
+    }
+    for (int k = 0; k < 2; k++) {
+        u[4 * k] = __builtin_shuffle(t[4 * k], t[4 * k + 2], lo2);
+        u[4 * k + 1] = __builtin_shuffle(t[4 * k], t[4 * k + 2], hi2);
+        u[4 * k + 2] = __builtin_shuffle(t[4 * k + 1], t[4 * k + 3], lo2);
+        u[4 * k + 3] = __builtin_shuffle(t[4 * k + 1], t[4 * k + 3], hi2);
+    }
+    for (int k = 0; k < 4; k++) {
+        out[k] = __builtin_shuffle(u[k], u[k + 4], lo4);
+        out[k + 4] = __builtin_shuffle(u[k], u[k + 4], hi4);
+    }
+}
+
+/* The row's live weights with the heads as lanes: wt[m][h] = w[r, h, m] for slots with a direction inside head
+   h's softmax, 0 otherwise (and in lanes h ≥ heads). */
+static inline void NAME(head_lanes)(const T *weights_r, const T *ux, const T *uy, const T *uz, const int64_t *ends,
+                                    int64_t i, int64_t heads, int64_t offset, int64_t width, NAME(vec8) *wt) {
+    int full = heads == 8 && width % 8 == 0;
+    for (int64_t h = 0; h < heads && full; h++) full = row_count(ends, i, h, heads, offset, width) == width;
+    if (full) { /* the common case (every head takes the whole row): 8 × 8 vector transposes */
+        for (int64_t m0 = 0; m0 < width; m0 += 8) {
+            NAME(vec8) rows[8];
+            for (int h = 0; h < 8; h++) memcpy(&rows[h], weights_r + h * width + m0, sizeof rows[h]);
+            NAME(transpose8)(rows, wt + m0);
+            for (int k = 0; k < 8; k++) {
+                const int64_t m = m0 + k;
+                if (ux[m] == 0 && uy[m] == 0 && uz[m] == 0) wt[m] = (NAME(vec8)){0};
+            }
+        }
+        return;
+    }
+    memset(wt, 0, sizeof(NAME(vec8)) * width);
+    for (int64_t h = 0; h < heads; h++) {
+        const T *w = weights_r + h * width;
+        const int64_t count = row_count(ends, i, h, heads, offset, width);
+        for (int64_t m = 0; m < count; m++)
+            wt[m][h] = (ux[m] != 0 || uy[m] != 0 || uz[m] != 0) ? w[m] : (T)0;
+    }
+}
+
+/* One atom, heads one by one: each item's six weights are one 8-lane vector added at its node of the head's
+   histogram in `planar` (H, 3, G) (cycling over the atom's 3H histograms, which stay in cache, so consecutive
+   additions do not wait for each other); then transposed into the (3G, 8) head lanes. */
+static void NAME(spread_per_head)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
+                                  const int64_t *ends, int64_t i, int64_t heads, int64_t width, int64_t size,
+                                  T start, T inv_step, int cos_abs, T top, int32_t *node, T *frac, T *planar,
+                                  T *lanes) {
+    const int64_t axes = 3 * heads;
+    T *live_w = frac + MAX_AXES * MAX_WIDTH;
+    memset(planar, 0, sizeof(T) * axes * size);
+    for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
+        const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
+        const int64_t offset = (r - atom_rows[i]) * width;
+        for (int64_t q = 0; q < axes; q++) {
+            const int64_t h = q / 3;
+            const T *w = weights + (r * heads + h) * width;
+            const int64_t count = row_count(ends, i, h, heads, offset, width);
+            T *wq = live_w + q * width;
+            NAME(stencils)(frames + (i * axes + q) * 3, ux, uy, uz, width, cos_abs, start, inv_step, top,
+                           node + q * width, frac + q * width);
+#pragma omp simd
+            for (int64_t m = 0; m < width; m++)
+                wq[m] = (m < count && (ux[m] != 0 || uy[m] != 0 || uz[m] != 0)) ? w[m] : (T)0;
+        }
+        for (int64_t m = 0; m < width; m++) {
+            for (int64_t q = 0; q < axes; q++) {
+                const NAME(vec8) add = NAME(lagrange)(frac[q * width + m]) * live_w[q * width + m];
+                T *hp = planar + q * size + node[q * width + m];
+                NAME(vec8) cur;
+                memcpy(&cur, hp, sizeof cur); /* unaligned vector load and store */
+                cur += add;
+                memcpy(hp, &cur, sizeof cur);
+            }
+        }
+    }
+    memset(lanes, 0, sizeof(NAME(vec8)) * 3 * size);
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t q = 0; q < 3 * size; q++) lanes[q * 8 + h] = planar[h * 3 * size + q];
+}
+
+/* One atom whose heads share few frames: per (slot, group, axis) one stencil, and each of its six nodes gets the
+   group's weights of all heads at once, as one 8-lane (head) vector, in the atom's (3G, 8) head lanes. */
+static void NAME(spread_shared)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
+                                const int64_t *ends, int64_t i, int64_t heads, int64_t width, int64_t size, T start,
+                                T inv_step, int cos_abs, T top, int groups, const int *group, const int64_t *first,
+                                int32_t *node, T *frac, T *lam, NAME(vec8) *wt, NAME(vec8) *lanes) {
+    NAME(vec8) mask[8];
+    for (int g = 0; g < groups; g++)
+        for (int64_t h = 0; h < 8; h++) mask[g][h] = (h < heads && group[h] == g) ? (T)1 : (T)0;
+    memset(lanes, 0, sizeof(NAME(vec8)) * 3 * size);
+    for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
+        const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
+        NAME(head_lanes)(weights + r * heads * width, ux, uy, uz, ends, i, heads, (r - atom_rows[i]) * width, width,
+                         wt);
+        for (int g = 0; g < groups; g++) {
+            const T *frame = frames + (i * heads + first[g]) * 9;
+            for (int64_t a = 0; a < 3; a++) {
+                NAME(stencils)(frame + 3 * a, ux, uy, uz, width, cos_abs, start, inv_step, top, node + a * width,
+                               frac);
+                NAME(lagrange_lines)(frac, width, lam + 6 * a * width);
+            }
+            for (int64_t m = 0; m < width; m++) {
+                const NAME(vec8) wv = groups == 1 ? wt[m] : wt[m] * mask[g];
+                for (int64_t a = 0; a < 3; a++) {
+                    const T *la = lam + 6 * a * width + m;
+                    NAME(vec8) *at = lanes + a * size + node[a * width + m];
+                    for (int s = 0; s < 6; s++) at[s] += la[s * width] * wv;
+                }
+            }
+        }
+    }
+}
+
+/* out[h, e] = Σ_q lanes[q][h] · table[q][e][h] for one atom (q over the 3G nodes of the three axes): the term's
+   value, with the table in head lanes (3G, D, 8), so that every product is one 8-lane multiply-add. */
+static void NAME(table_product)(const NAME(vec8) *lanes, const NAME(vec8) *table, int64_t nodes, int64_t dim,
+                                int64_t heads, NAME(vec8) *acc, T *out) {
+    if (dim == PRODUCT_DIM) { /* the presets' head_dim: the accumulators stay in registers */
+        NAME(vec8) r[PRODUCT_DIM] = {{0}};
+        for (int64_t q = 0; q < nodes; q++) {
+            const NAME(vec8) lv = lanes[q];
+            const NAME(vec8) *tq = table + q * PRODUCT_DIM;
+#pragma GCC unroll 16
+            for (int e = 0; e < PRODUCT_DIM; e++) r[e] += lv * tq[e];
+        }
+        memcpy(acc, r, sizeof r);
+    } else {
+        memset(acc, 0, sizeof(NAME(vec8)) * dim);
+        for (int64_t q = 0; q < nodes; q++) {
+            const NAME(vec8) lv = lanes[q];
+            const NAME(vec8) *tq = table + q * dim;
+            for (int64_t e = 0; e < dim; e++) acc[e] += lv * tq[e];
+        }
+    }
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t e = 0; e < dim; e++) out[h * dim + e] = acc[e][h];
+}
+
+/* The framed angle term Σ_k P_kh Σ_m w_m g(c_mk) of atoms [atom_lo, atom_hi) (heads ≤ 8): out (N, H, D); the
+   per-atom head-lane histograms (N, 3G, 8) are kept in hist_save when it is not NULL (for the backward pass). */
+int NAME(cf_angle_fwd)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
+                       const int64_t *ends, int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width,
+                       int64_t size, T start, T inv_step, int cos_abs, const T *table, int64_t dim, T *out,
+                       T *hist_save) {
+    if (width > MAX_WIDTH || heads > 8 || size < SPARE_TOP + 3) return -1;
+    const int64_t nodes = 3 * size;
+    int32_t *node = (int32_t *)malloc(sizeof(int32_t) * MAX_AXES * MAX_WIDTH);
+    T *frac = (T *)malloc(sizeof(T) * (2 * MAX_AXES * MAX_WIDTH + 24 * size));
+    NAME(vec8) *wt = (NAME(vec8) *)aligned_alloc(sizeof(NAME(vec8)), sizeof(NAME(vec8)) * (MAX_WIDTH + nodes + dim + 8));
+    if (!node || !frac || !wt) { free(node); free(frac); free(wt); return -2; }
+    NAME(vec8) *lanes = wt + MAX_WIDTH, *acc = lanes + nodes;
+    T *planar = frac + 2 * MAX_AXES * MAX_WIDTH;
+    int group[8];
+    int64_t first[8];
+    FTZ_BEGIN
+    const T top = (T)(size - SPARE_TOP);
+    for (int64_t i = atom_lo; i < atom_hi; i++) {
+        const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
+        if (groups <= MAX_SHARED)
+            NAME(spread_shared)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
+                                cos_abs, top, groups, group, first, node, frac, frac + MAX_WIDTH, wt, lanes);
+        else
+            NAME(spread_per_head)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
+                                  cos_abs, top, node, frac, planar, (T *)lanes);
+        NAME(table_product)(lanes, (const NAME(vec8) *)table, nodes, dim, heads, acc, out + i * heads * dim);
+        if (hist_save) memcpy(hist_save + i * nodes * 8, lanes, sizeof(NAME(vec8)) * nodes);
+    }
+    FTZ_END
+    free(node);
+    free(frac);
+    free(wt);
+    return 0;
+}
+
+/* Backward of one atom, heads one by one, from the histogram gradient in `planar` (H, 3, G): each (slot, head)
+   sums its three axes' weight vectors times the gradient at the same nodes. */
+static void NAME(gather_per_head)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
+                                  int64_t i, int64_t heads, int64_t width, int64_t size, T start, T inv_step,
+                                  int cos_abs, T top, int32_t *node, T *frac, const T *planar, T *grad_weights) {
+    for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
+        const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
+        const int64_t offset = (r - atom_rows[i]) * width;
+        for (int64_t h = 0; h < heads; h++) {
+            const T *g_ih = planar + h * 3 * size;
+            for (int64_t a = 0; a < 3; a++)
+                NAME(stencils)(frames + ((i * heads + h) * 3 + a) * 3, ux, uy, uz, width, cos_abs, start, inv_step,
+                               top, node + a * width, frac + a * width);
+            const int64_t count = row_count(ends, i, h, heads, offset, width);
+            T *gw = grad_weights + (r * heads + h) * width;
+            for (int64_t m = 0; m < width; m++) {
+                NAME(vec8) acc = {0}, g;
+                for (int64_t a = 0; a < 3; a++) {
+                    memcpy(&g, g_ih + a * size + node[a * width + m], sizeof g);
+                    acc += NAME(lagrange)(frac[a * width + m]) * g;
+                }
+                T sum = 0;
+                for (int s = 0; s < 6; s++) sum += acc[s];
+                const int live = m < count && (ux[m] != 0 || uy[m] != 0 || uz[m] != 0);
+                gw[m] = live ? sum : (T)0;
+            }
+        }
+    }
+}
+
+/* Backward of one atom whose heads share few frames, from the histogram gradient in head lanes (3G, 8): per
+   (slot, group) the six nodes of each axis give all heads' sums at once. */
+static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
+                                int64_t i, int64_t heads, int64_t width, int64_t size, T start, T inv_step,
+                                int cos_abs, T top, int groups, const int *group, const int64_t *first,
+                                int32_t *node, T *frac, T *lam, NAME(vec8) *acc, const NAME(vec8) *lanes,
+                                T *grad_weights) {
+    for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
+        const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
+        const int64_t offset = (r - atom_rows[i]) * width;
+        for (int g = 0; g < groups; g++) {
+            const T *frame = frames + (i * heads + first[g]) * 9;
+            for (int64_t a = 0; a < 3; a++) {
+                NAME(stencils)(frame + 3 * a, ux, uy, uz, width, cos_abs, start, inv_step, top, node + a * width,
+                               frac);
+                NAME(lagrange_lines)(frac, width, lam + 6 * a * width);
+            }
+            for (int64_t m = 0; m < width; m++) {
+                NAME(vec8) sum = {0};
+                for (int64_t a = 0; a < 3; a++) {
+                    const T *la = lam + 6 * a * width + m;
+                    const NAME(vec8) *at = lanes + a * size + node[a * width + m];
+                    for (int s = 0; s < 6; s++) sum += la[s * width] * at[s];
+                }
+                if (groups == 1) acc[m] = sum;
+                else
+                    for (int64_t h = 0; h < heads; h++)
+                        if (group[h] == g) acc[m][h] = sum[h];
+            }
+        }
+        for (int64_t h = 0; h < heads; h++) {
+            const int64_t count = row_count(ends, i, h, heads, offset, width);
+            T *gw = grad_weights + (r * heads + h) * width;
+            for (int64_t m = 0; m < width; m++)
+                gw[m] = (m < count && (ux[m] != 0 || uy[m] != 0 || uz[m] != 0)) ? acc[m][h] : (T)0;
+        }
+    }
+}
+
+/* Backward of cf_angle_fwd for atoms [atom_lo, atom_hi): grad_out (N, H, D) → grad_weights (R, H, W) (slots that
+   do not count get 0) and, added into grad_table (3G, D, 8) (the caller gives each thread its own), Σ_i
+   hist_i[q][h] · grad_out[i, h, e]. hist_save: the forward's (N, 3G, 8) histograms. */
+int NAME(cf_angle_bwd)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
+                       int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width, int64_t size, T start,
+                       T inv_step, int cos_abs, const T *table, int64_t dim, const T *grad_out, const T *hist_save,
+                       T *grad_weights, T *grad_table) {
+    if (width > MAX_WIDTH || heads > 8 || size < SPARE_TOP + 3) return -1;
+    const int64_t nodes = 3 * size;
+    int32_t node[3 * MAX_WIDTH];
+    T *frac = (T *)malloc(sizeof(T) * (21 * MAX_WIDTH + 24 * size));
+    NAME(vec8) *acc = (NAME(vec8) *)aligned_alloc(sizeof(NAME(vec8)), sizeof(NAME(vec8)) * (MAX_WIDTH + nodes + dim + 8));
+    if (!frac || !acc) { free(frac); free(acc); return -2; }
+    NAME(vec8) *lanes = acc + MAX_WIDTH, *g_lanes = lanes + nodes;
+    T *planar = frac + 21 * MAX_WIDTH;
+    const NAME(vec8) *tl = (const NAME(vec8) *)table;
+    NAME(vec8) *gtl = (NAME(vec8) *)grad_table;
+    int group[8];
+    int64_t first[8];
+    FTZ_BEGIN
+    const T top = (T)(size - SPARE_TOP);
+    for (int64_t i = atom_lo; i < atom_hi; i++) {
+        /* the gradient in head lanes: g_lanes[e][h] = grad_out[i, h, e] */
+        memset(g_lanes, 0, sizeof(NAME(vec8)) * dim);
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t e = 0; e < dim; e++) g_lanes[e][h] = grad_out[(i * heads + h) * dim + e];
+        const NAME(vec8) *hist = (const NAME(vec8) *)hist_save + i * nodes;
+        /* histogram gradient lanes[q][h] = Σ_e table[q][e][h] · grad_out[i, h, e]; table gradient */
+        if (dim == PRODUCT_DIM) {
+            NAME(vec8) g[PRODUCT_DIM];
+            memcpy(g, g_lanes, sizeof g);
+            for (int64_t q = 0; q < nodes; q++) {
+                const NAME(vec8) *tq = tl + q * PRODUCT_DIM;
+                NAME(vec8) *gq = gtl + q * PRODUCT_DIM;
+                const NAME(vec8) hq = hist[q];
+                NAME(vec8) s0 = {0}, s1 = {0};
+#pragma GCC unroll 16
+                for (int e = 0; e < PRODUCT_DIM; e += 2) {
+                    s0 += tq[e] * g[e];
+                    s1 += tq[e + 1] * g[e + 1];
+                    gq[e] += hq * g[e];
+                    gq[e + 1] += hq * g[e + 1];
+                }
+                lanes[q] = s0 + s1;
+            }
+        } else {
+            for (int64_t q = 0; q < nodes; q++) {
+                NAME(vec8) sum = {0};
+                const NAME(vec8) *tq = tl + q * dim;
+                NAME(vec8) *gq = gtl + q * dim;
+                const NAME(vec8) hq = hist[q];
+                for (int64_t e = 0; e < dim; e++) {
+                    sum += tq[e] * g_lanes[e];
+                    gq[e] += hq * g_lanes[e];
+                }
+                lanes[q] = sum;
+            }
+        }
+        if (!grad_weights) continue;
+        const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
+        if (groups <= MAX_SHARED) {
+            NAME(gather_shared)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step, cos_abs,
+                                top, groups, group, first, node, frac, frac + 3 * MAX_WIDTH, acc, lanes,
+                                grad_weights);
+        } else {
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t q = 0; q < nodes; q++) planar[h * nodes + q] = lanes[q][h];
+            NAME(gather_per_head)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step, cos_abs,
+                                  top, node, frac, planar, grad_weights);
+        }
+    }
+    FTZ_END
+    free(frac);
+    free(acc);
+    return 0;
+}
