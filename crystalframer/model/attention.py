@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from crystalframer.model.config import ModelConfig
 from crystalframer.model.features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width, slot_cosines
-from crystalframer.model.frames import FrameSampling, global_pca_frames, lattice_frames, max_frames, weighted_pca_frames
+from crystalframer.model.frames import (FrameSampling, frames_from_axes, global_pca_frames, lattice_frames, max_frame_request,
+                                         max_frames, weighted_pca_frames)
 from crystalframer.model.geometry import EdgeGeometry
 from crystalframer.model.kernels import CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout
 
@@ -144,10 +145,16 @@ class PeriodicAttention(nn.Module):
         # q·k once per atom pair (i, j) (each atom has a row of its distinct key atoms); each image-edge adds
         # a_ih·|r|^2 to its pair's logit. One softmax per atom over all of its image-edge slots. Value sums per pair:
         # Σ_m w_m v_j = Σ_j (Σ_n w_ijn) v_j.
+        frames = None
         if isinstance(dist_basis, SlotLayout):  # CPU: compiled kernels, per pair and per slot
             qk = CpuPairDot.apply(q, k, geom.pair_dst, geom.pair_count, 1.0 / math.sqrt(dh))
-            weights, logits, pair_weights, dist_feat, ends = CpuAttentionCore.apply(
-                qk, a, dist_basis, cfg.uses_angles, cfg.head_cut)
+            # Max frames come from the attention kernel itself, per atom while its logits are in cache.
+            request = (max_frame_request(geom, sampling, cfg.symm_break_noise, qk.dtype)
+                       if cfg.uses_angles and cfg.frame_method == "max" else None)
+            weights, logits, pair_weights, dist_feat, ends, d1, d2, found = CpuAttentionCore.apply(
+                qk, a, dist_basis, cfg.uses_angles and request is None, cfg.head_cut, request)
+            if request is not None:
+                frames = frames_from_axes(d1, d2, found)
             out = CpuPairMix.apply(pair_weights, v, geom.pair_dst, geom.pair_count)  # (N, H, dh)
         else:
             j = geom.pair_dst.shape[1]
@@ -160,9 +167,9 @@ class PeriodicAttention(nn.Module):
             ends = None
             out = (pair_weights.transpose(1, 2)[..., None] * v_pair).sum(1)  # (N, H, dh)
         out = out + cfg.dist_coef * torch.einsum("nhk,hdk->nhd", dist_feat, self.pe_dist_proj)
-        frames = None
         if cfg.uses_angles:
-            frames = self.compute_frames(logits, a, weights, geom, sampling)
+            if frames is None:
+                frames = self.compute_frames(logits, a, weights, geom, sampling)
             out = out + cfg.angle_coef * self.angle_term(weights, frames, geom, ends)
 
         y = self.out_proj(out.reshape(n, h * dh))

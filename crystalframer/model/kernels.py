@@ -85,7 +85,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         angle_bwd.argtypes = [ptr] * 4 + [i64] * 5 + [real, real, ctypes.c_int, ptr, i64] + [ptr] * 4
         angle_bwd.restype = ctypes.c_int
         forward = getattr(lib, f"cf_attn_fwd_{suffix}")
-        forward.argtypes = [ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5
+        forward.argtypes = ([ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5 + [ptr] * 3
+                            + [ctypes.c_int, real, real, ctypes.c_uint64] + [ptr] * 3)
         forward.restype = ctypes.c_int
         backward = getattr(lib, f"cf_attn_bwd_{suffix}")
         backward.argtypes = [ptr] * 7 + [i64] * 7 + [real, real] + [ptr] * 7
@@ -273,6 +274,22 @@ class SlotLayout:
                    ranges=_atom_ranges(bounds, torch.get_num_threads()))
 
 
+@dataclass
+class MaxFrameRequest:
+    """Max frames to compute inside the attention kernel, per atom while its logits are in cache
+    (``csrc/max_frames.c``, the rules of :func:`crystalframer.model.frames.max_frames`): the geometry's unit_rows
+    (R, 3, W), vec (R, W, 3) and valid_bias (R, W) in the logits' dtype; the tie-break noise (``stochastic``,
+    half-widths of axes 1 and 2, and the counter-based generator's seed)."""
+
+    unit_rows: torch.Tensor
+    vec: torch.Tensor
+    valid_bias: torch.Tensor
+    stochastic: bool
+    half_width1: float
+    half_width2: float
+    seed: int
+
+
 class CpuAttentionCore(torch.autograd.Function):
     """The per-slot work of one attention layer in one compiled pass per atom (``csrc/attention_core.c``).
 
@@ -280,14 +297,16 @@ class CpuAttentionCore(torch.autograd.Function):
     per-head cutoff switch on x = a_ih·|r|² (:attr:`ModelConfig.head_cut`; (−inf, −inf): none). Returns weights
     (R, H, W) (the softmax over each atom's slots, times the switch; zero outside the cutoff), logits (R, H, W) (−inf on empty slots; only when
     ``need_logits``, else an empty tensor; −inf outside the cutoff; no gradient), pair weights (N, H, J) = Σ_n w_ijn and distance features
-    (N, H, K) = Σ_m w_m b(|r_m|), and ends (N, H) int64: the number of atom i's slots (nearest first) inside head h's
-    cutoff. The backward pass takes the gradients of all three (the weights' from the angle
-    term of framed models) and returns those of qk and a.
+    (N, H, K) = Σ_m w_m b(|r_m|), ends (N, H) int64: the number of atom i's slots (nearest first) inside head h's
+    cutoff, and, with a :class:`MaxFrameRequest`, the max frames' chosen directions d1, d2 (N, H, 3) and found
+    (N, H, 2) uint8 (empty tensors otherwise). The backward pass takes the gradients of weights, pair weights and
+    features (the weights' from the angle term of framed models) and returns those of qk and a.
     """
 
     @staticmethod
     def forward(ctx, qk: torch.Tensor, a: torch.Tensor, layout: SlotLayout,  # type: ignore[override]
-                need_logits: bool, cut: tuple[float, float]) -> tuple[torch.Tensor, ...]:
+                need_logits: bool, cut: tuple[float, float],
+                frames: MaxFrameRequest | None = None) -> tuple[torch.Tensor, ...]:
         lib = library()
         suffix = _suffix(qk)
         qk_c, a_c = qk.detach().contiguous(), a.detach().contiguous()
@@ -300,19 +319,30 @@ class CpuAttentionCore(torch.autograd.Function):
         features = qk.new_zeros((n, heads, layout.num_bases))
         ends = torch.empty((n, heads), dtype=torch.int64)
         floor = log_tiny(qk.dtype)
+        if frames is not None:
+            geometry = [frames.unit_rows.contiguous(), frames.vec.to(qk.dtype).contiguous(),
+                        frames.valid_bias.contiguous()]
+            d1, d2 = qk.new_empty((n, heads, 3)), qk.new_empty((n, heads, 3))
+            found = torch.empty((n, heads, 2), dtype=torch.uint8)
+            frame_args = (*[_ptr(t) for t in geometry], int(frames.stochastic), frames.half_width1,
+                          frames.half_width2, frames.seed, _ptr(d1), _ptr(d2), _ptr(found))
+        else:
+            d1 = d2 = qk.new_empty((0,))
+            found = torch.empty((0,), dtype=torch.uint8)
+            frame_args = (None, None, None, 0, 0.0, 0.0, 0, None, None, None)
         _run_parallel(getattr(lib, f"cf_attn_fwd_{suffix}"), layout.ranges, lambda lo, hi: (
             _ptr(qk_c), _ptr(a_c), _ptr(layout.dist2), _ptr(layout.pair_slot), _ptr(layout.pad), _ptr(layout.basis),
             _ptr(layout.first_basis), _ptr(layout.bounds), lo, hi, heads, width, pairs, layout.num_bases, window,
             floor, cut[0], cut[1], _ptr(logits) if need_logits else None, _ptr(weights), _ptr(pair_weights), _ptr(features),
-            _ptr(ends)))
+            _ptr(ends), *frame_args))
         ctx.save_for_backward(weights, ends, a_c)
         ctx.layout, ctx.shape, ctx.cut = layout, (n, heads, pairs), cut
-        ctx.mark_non_differentiable(logits, ends)
+        ctx.mark_non_differentiable(logits, ends, d1, d2, found)
         ctx.set_materialize_grads(False)
-        return weights, logits, pair_weights, features, ends
+        return weights, logits, pair_weights, features, ends, d1, d2, found
 
     @staticmethod
-    def backward(ctx, grad_weights, grad_logits, grad_pairs, grad_features, grad_ends):  # type: ignore[override]
+    def backward(ctx, grad_weights, grad_logits, grad_pairs, grad_features, grad_ends, *_):  # type: ignore[override]
         weights, ends, a = ctx.saved_tensors
         layout: SlotLayout = ctx.layout
         n, heads, pairs = ctx.shape
@@ -332,7 +362,7 @@ class CpuAttentionCore(torch.autograd.Function):
             _ptr(layout.first_basis), _ptr(layout.bounds), lo, hi, heads, width, pairs, layout.num_bases,
             layout.basis.shape[-1], ctx.cut[0], ctx.cut[1], _ptr(a), _ptr(grad_pairs), _ptr(grad_features), None if extra is None else _ptr(extra),
             _ptr(grad_logit), _ptr(grad_qk), _ptr(grad_a)))
-        return grad_qk, grad_a, None, None, None
+        return grad_qk, grad_a, None, None, None, None
 
 
 def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit_rows: torch.Tensor, vec: torch.Tensor,

@@ -221,7 +221,7 @@ def test_attention_kernel_matches_the_pytorch_version(dtype, rtol, cut, threads)
     for compiled in (True, False):
         q, aa = qk.clone().requires_grad_(True), a.clone().requires_grad_(True)
         if compiled:
-            w, logits, pw, feat, _ = kernels.CpuAttentionCore.apply(q, aa, layout, True, cut)
+            w, logits, pw, feat = kernels.CpuAttentionCore.apply(q, aa, layout, True, cut)[:4]
         else:
             w, logits, pw, feat = PeriodicAttention._slot_attention(q, aa, geom, full, cut)
         gen = torch.Generator().manual_seed(5)
@@ -285,6 +285,24 @@ def test_max_frames_kernel_matches_the_pytorch_version(name, dtype, monkeypatch)
             monkeypatch.setenv("CRYSTALFRAMER_KERNELS", flag)
             results.append(max_frames(scores, a, weights, geom, FrameSampling("eval"), 1e-5))
         assert (results[0] - results[1]).abs().max() <= 100 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("name", ["NaCl (rock salt)", "SrTiO3 (cubic perovskite)", "MgAl2O4 (spinel)"])
+def test_max_frames_from_the_attention_kernel_match_the_pytorch_version(name, monkeypatch):
+    """Max frames of a whole model are chosen inside the attention kernel, per atom (float64, evaluation mode,
+    rattled crystals, every layer): the same frames as the PyTorch rules, and the same predictions."""
+    torch.manual_seed(0)
+    model = CrystalFramer(ModelConfig.preset("default", frame_method="max")).double()
+    model.calibrate([get_example(name)])
+    structure = _rattled(name, 1)
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("CRYSTALFRAMER_KERNELS", flag)
+        results.append(model.inspect(structure))
+    fused, reference = results
+    for got, want in zip(fused.layers, reference.layers):
+        assert np.abs(got.frames - want.frames).max() <= 1e-12
+    assert np.abs(fused.prediction - reference.prediction).max() <= 1e-12 * np.abs(reference.prediction).max()
 
 
 def test_max_frames_kernel_noise_is_seeded_and_breaks_ties(monkeypatch):

@@ -22,7 +22,19 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 #include "ftz.h"
+
+/* max_frames.c: the axes of one atom's max frames from its (rows, H, W) logits and weights */
+void cf_max_frames_atom_f32(const float *scores, const float *weights, const float *unit_t, const float *vec,
+                            const float *dist2, const float *bias, const float *a, int64_t i, int64_t r0, int64_t r1,
+                            int64_t heads, int64_t width, int stochastic, float half_width1, float half_width2,
+                            uint64_t seed, float *d1, float *d2, uint8_t *found, float *scratch);
+void cf_max_frames_atom_f64(const double *scores, const double *weights, const double *unit_t, const double *vec,
+                            const double *dist2, const double *bias, const double *a, int64_t i, int64_t r0,
+                            int64_t r1, int64_t heads, int64_t width, int stochastic, double half_width1,
+                            double half_width2, uint64_t seed, double *d1, double *d2, uint8_t *found,
+                            double *scratch);
 
 /* exp(x) for log_floor <= x <= 0 (the only arguments here: logits minus their maximum, floored), in a form the
    compiler vectorizes: x = n·ln2 + r with |r| <= ln2/2, e^r by a polynomial (float: degree 6, double: the (3, 3)
@@ -85,12 +97,25 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
                          const T *bw, const int64_t *k0, const int64_t *atom_rows, int64_t atom_lo,                 \
                          int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
                          int64_t window, T log_floor, T x_out, T x_in, T *logits, T *weights, T *pw, T *feat,      \
-                         int64_t *ends) {                                                                           \
+                         int64_t *ends, const T *unit_t, const T *vec, const T *bias, int stochastic,               \
+                         T half_width1, T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found) {              \
     const int tapered = x_in > x_out;                                                                                \
     const T inv_span = tapered ? (T)1 / (x_in - x_out) : (T)0;                                                       \
+    /* max frames (when d1 is given): per atom, from its logits while they are in cache (max_frames.c) */          \
+    T *scratch = NULL;                                                                                               \
+    if (d1) {                                                                                                        \
+        int64_t most_rows = 1;                                                                                       \
+        for (int64_t i = atom_lo; i < atom_hi; i++)                                                                  \
+            if (atom_rows[i + 1] - atom_rows[i] > most_rows) most_rows = atom_rows[i + 1] - atom_rows[i];            \
+        scratch = (T *)malloc(sizeof(T) * most_rows * (2 + 2 * width + (logits ? 0 : heads * width)));              \
+        if (!scratch) return -2;                                                                                     \
+    }                                                                                                                \
     FTZ_BEGIN                                                                                                        \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
         const int64_t r0 = atom_rows[i], r1 = atom_rows[i + 1];                                                      \
+        /* the atom's logits, (rows, H, W) from row r0: the caller's, or the frames' scratch */                      \
+        T *atom_logits = logits ? logits + r0 * heads * width                                                        \
+                                : (d1 ? scratch : NULL);                                                             \
         const int64_t slots = (r1 - r0) * width;                                                                     \
         int64_t max_end = 0;                                                                                         \
         for (int64_t h = 0; h < heads; h++) {                                                                        \
@@ -113,9 +138,9 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
                     peak = l > peak ? l : peak;                                                                      \
                 }                                                                                                    \
             )                                                                                                        \
-            if (logits) {                                                                                            \
+            if (atom_logits) {                                                                                       \
                 for (int64_t r = r0; r < r1; r++) {                                                                  \
-                    T *lo = logits + (r * heads + h) * width;                                                        \
+                    T *lo = atom_logits + ((r - r0) * heads + h) * width;                                            \
                     const T *w = weights + (r * heads + h) * width;                                                  \
                     const T *d2 = dist2 + r * width;                                                                 \
                     const int64_t left = end - (r - r0) * width;                                                     \
@@ -184,8 +209,13 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
                 }                                                                                                    \
             }                                                                                                        \
         }                                                                                                            \
+        if (d1)                                                                                                      \
+            cf_max_frames_atom_##SUFFIX(atom_logits, weights + r0 * heads * width, unit_t, vec, dist2, bias, a, i,   \
+                                        r0, r1, heads, width, stochastic, half_width1, half_width2, seed, d1, d2,    \
+                                        found, scratch + (logits ? 0 : (r1 - r0) * heads * width));                  \
     }                                                                                                                \
     FTZ_END                                                                                                          \
+    free(scratch);                                                                                                   \
     return 0;                                                                                                        \
 }                                                                                                                    \
                                                                                                                      \

@@ -54,7 +54,7 @@ static void NAME(orient)(T *dir, T best, const T *rstar, int axis, const T *scor
     int tied = 0;
     for (int64_t r = r0; r < r1 && !tied; r++) {
         if (!(rowtop[r - r0] >= best - tol)) continue;
-        const T *sc = scores + (r * heads + h) * width;
+        const T *sc = scores + ((r - r0) * heads + h) * width;
         for (int64_t m = 0; m < width; m++) {
             const int64_t at = r * width + m;
             if (bias[at] != 0 || !(sc[m] >= best - tol)) continue; /* score2 <= score */
@@ -73,7 +73,7 @@ static void NAME(orient)(T *dir, T best, const T *rstar, int axis, const T *scor
     if (!tied) return;
     T moment = 0, scale = 0;
     for (int64_t r = r0; r < r1; r++) {
-        const T *w = weights + (r * heads + h) * width;
+        const T *w = weights + ((r - r0) * heads + h) * width;
         for (int64_t m = 0; m < width; m++) {
             const T *v = vec + (r * width + m) * 3;
             const T p = dir[0] * v[0] + dir[1] * v[1] + dir[2] * v[2];
@@ -90,6 +90,110 @@ static inline void NAME(take)(T *dst, const T *unit_t, int64_t width, int64_t at
     for (int k = 0; k < 3; k++) dst[k] = unit_t[(r * 3 + k) * width + m];
 }
 
+/* Axes 1 and 2 of atom i, all heads. scores, weights: the atom's (rows, H, W) block (row r0 first); unit_t, vec,
+   dist2, bias: the whole batch's; scratch: 2·rows + 2·rows·W values. */
+void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
+                              const T *bias, const T *a, int64_t i, int64_t r0, int64_t r1, int64_t heads,
+                              int64_t width, int stochastic, T half_width1, T half_width2, uint64_t seed, T *d1,
+                              T *d2, uint8_t *found, T *scratch) {
+    const int64_t rows = r1 - r0;
+    T *rowmax = scratch, *rowup = rowmax + rows, *masked = rowup + rows, *upper = masked + rows * width;
+    for (int64_t h = 0; h < heads; h++) {
+        const int64_t ih = i * heads + h;
+        T *e1 = d1 + ih * 3, *e2 = d2 + ih * 3;
+        e1[0] = e1[1] = e1[2] = e2[0] = e2[1] = e2[2] = 0;
+        found[ih * 2] = found[ih * 2 + 1] = 0;
+        /* axis 1: the first slot (in slot order) of the best valid score */
+        T best = -INFINITY;
+        for (int64_t r = r0; r < r1; r++) {
+            const T top = NAME(row_scores)(scores + ((r - r0) * heads + h) * width, bias + r * width, width,
+                                           masked + (r - r0) * width);
+            rowmax[r - r0] = top;
+            best = top > best ? top : best;
+        }
+        if (!(best > -INFINITY)) continue;
+        int64_t pick = -1;
+        for (int64_t r = r0; r < r1 && pick < 0; r++) {
+            if (rowmax[r - r0] != best) continue;
+            const T *ms = masked + (r - r0) * width;
+            for (int64_t m = 0; m < width; m++)
+                if (ms[m] == best) { pick = r * width + m; break; }
+        }
+        if (stochastic) {
+            const T hw = half_width1 * (a[ih] < 0 ? -a[ih] : a[ih]);
+            T noisy_best = -INFINITY;
+            for (int64_t r = r0; r < r1; r++) {
+                if (!(rowmax[r - r0] >= best - (T)2 * hw)) continue;
+                const T *ms = masked + (r - r0) * width;
+                for (int64_t m = 0; m < width; m++) {
+                    if (!(ms[m] >= best - (T)2 * hw)) continue;
+                    const int64_t at = r * width + m;
+                    const T s = ms[m] + (T)(2 * uniform01(seed, 2 * ih, at) - 1) * hw;
+                    if (s > noisy_best) { noisy_best = s; pick = at; }
+                }
+            }
+        }
+        NAME(take)(e1, unit_t, width, pick);
+        found[ih * 2] = 1;
+        if (!stochastic)
+            NAME(orient)(e1, best, vec + pick * 3, 1, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads, h,
+                         width, e1, rowmax);
+        /* axis 2 */
+        T top_up = -INFINITY;
+        int64_t top_row = -1;
+        for (int64_t r = r0; r < r1; r++) {
+            const T row_up = NAME(upper_scores)(scores + ((r - r0) * heads + h) * width, bias + r * width, e1,
+                                                unit_t + r * 3 * width, width, upper + (r - r0) * width);
+            rowup[r - r0] = row_up;
+            if (row_up > top_up) { top_up = row_up; top_row = r; }
+        }
+        if (!(top_up > -INFINITY)) continue;
+        T lower = -INFINITY;
+        for (int64_t m = 0; m < width; m++)
+            if (upper[(top_row - r0) * width + m] == top_up) {
+                int ok;
+                lower = NAME(score2)(scores[((top_row - r0) * heads + h) * width + m], e1, unit_t + top_row * 3 * width,
+                                     width, m, &ok);
+                break;
+            }
+        T best2 = -INFINITY;
+        int64_t pick2 = -1;
+        for (int64_t r = r0; r < r1; r++) {
+            if (!(rowup[r - r0] >= lower)) continue;
+            const T *sc = scores + ((r - r0) * heads + h) * width, *up = upper + (r - r0) * width;
+            for (int64_t m = 0; m < width; m++) {
+                if (!(up[m] >= lower) || !(up[m] > best2)) continue;
+                int ok;
+                const T s = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
+                if (ok && s > best2) { best2 = s; pick2 = r * width + m; }
+            }
+        }
+        if (pick2 < 0) continue;
+        if (stochastic) {
+            const T hw = half_width2;
+            T noisy_best = -INFINITY;
+            for (int64_t r = r0; r < r1; r++) {
+                if (!(rowup[r - r0] >= best2 - (T)2 * hw)) continue;
+                const T *sc = scores + ((r - r0) * heads + h) * width, *up = upper + (r - r0) * width;
+                for (int64_t m = 0; m < width; m++) {
+                    if (!(up[m] >= best2 - (T)2 * hw)) continue;
+                    int ok;
+                    const T s2 = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
+                    if (!ok || !(s2 >= best2 - (T)2 * hw)) continue;
+                    const int64_t at = r * width + m;
+                    const T s = s2 + (T)(2 * uniform01(seed, 2 * ih + 1, at) - 1) * hw;
+                    if (s > noisy_best) { noisy_best = s; pick2 = at; }
+                }
+            }
+        }
+        NAME(take)(e2, unit_t, width, pick2);
+        found[ih * 2 + 1] = 1;
+        if (!stochastic)
+            NAME(orient)(e2, best2, vec + pick2 * 3, 2, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads,
+                         h, width, e1, rowup);
+    }
+}
+
 int NAME(cf_max_frames)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
                         const T *bias, const T *a, const int64_t *atom_rows, int64_t atom_lo, int64_t atom_hi,
                         int64_t heads, int64_t width, int stochastic, T half_width1, T half_width2, uint64_t seed,
@@ -97,108 +201,14 @@ int NAME(cf_max_frames)(const T *scores, const T *weights, const T *unit_t, cons
     int64_t most_rows = 1;
     for (int64_t i = atom_lo; i < atom_hi; i++)
         if (atom_rows[i + 1] - atom_rows[i] > most_rows) most_rows = atom_rows[i + 1] - atom_rows[i];
-    /* per row of the atom: the best score (rowmax) and the best upper bound (rowup); per slot: score + bias
-       (masked) and the upper bounds (upper) */
-    T *rowmax = (T *)malloc(sizeof(T) * most_rows * (2 + 2 * width));
-    if (!rowmax) return -2;
-    T *rowup = rowmax + most_rows, *masked = rowup + most_rows, *upper = masked + most_rows * width;
+    T *scratch = (T *)malloc(sizeof(T) * most_rows * (2 + 2 * width));
+    if (!scratch) return -2;
     for (int64_t i = atom_lo; i < atom_hi; i++) {
-        const int64_t r0 = atom_rows[i], r1 = atom_rows[i + 1];
-        for (int64_t h = 0; h < heads; h++) {
-            const int64_t ih = i * heads + h;
-            T *e1 = d1 + ih * 3, *e2 = d2 + ih * 3;
-            e1[0] = e1[1] = e1[2] = e2[0] = e2[1] = e2[2] = 0;
-            found[ih * 2] = found[ih * 2 + 1] = 0;
-            /* axis 1: the first slot (in slot order) of the best valid score */
-            T best = -INFINITY;
-            for (int64_t r = r0; r < r1; r++) {
-                const T top = NAME(row_scores)(scores + (r * heads + h) * width, bias + r * width, width,
-                                               masked + (r - r0) * width);
-                rowmax[r - r0] = top;
-                best = top > best ? top : best;
-            }
-            if (!(best > -INFINITY)) continue;
-            int64_t pick = -1;
-            for (int64_t r = r0; r < r1 && pick < 0; r++) {
-                if (rowmax[r - r0] != best) continue;
-                const T *ms = masked + (r - r0) * width;
-                for (int64_t m = 0; m < width; m++)
-                    if (ms[m] == best) { pick = r * width + m; break; }
-            }
-            if (stochastic) {
-                const T hw = half_width1 * (a[ih] < 0 ? -a[ih] : a[ih]);
-                T noisy_best = -INFINITY;
-                for (int64_t r = r0; r < r1; r++) {
-                    if (!(rowmax[r - r0] >= best - (T)2 * hw)) continue;
-                    const T *ms = masked + (r - r0) * width;
-                    for (int64_t m = 0; m < width; m++) {
-                        if (!(ms[m] >= best - (T)2 * hw)) continue;
-                        const int64_t at = r * width + m;
-                        const T s = ms[m] + (T)(2 * uniform01(seed, 2 * ih, at) - 1) * hw;
-                        if (s > noisy_best) { noisy_best = s; pick = at; }
-                    }
-                }
-            }
-            NAME(take)(e1, unit_t, width, pick);
-            found[ih * 2] = 1;
-            if (!stochastic)
-                NAME(orient)(e1, best, vec + pick * 3, 1, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads, h,
-                             width, e1, rowmax);
-            /* axis 2 */
-            T top_up = -INFINITY;
-            int64_t top_row = -1;
-            for (int64_t r = r0; r < r1; r++) {
-                const T row_up = NAME(upper_scores)(scores + (r * heads + h) * width, bias + r * width, e1,
-                                                    unit_t + r * 3 * width, width, upper + (r - r0) * width);
-                rowup[r - r0] = row_up;
-                if (row_up > top_up) { top_up = row_up; top_row = r; }
-            }
-            if (!(top_up > -INFINITY)) continue;
-            T lower = -INFINITY;
-            for (int64_t m = 0; m < width; m++)
-                if (upper[(top_row - r0) * width + m] == top_up) {
-                    int ok;
-                    lower = NAME(score2)(scores[(top_row * heads + h) * width + m], e1, unit_t + top_row * 3 * width,
-                                         width, m, &ok);
-                    break;
-                }
-            T best2 = -INFINITY;
-            int64_t pick2 = -1;
-            for (int64_t r = r0; r < r1; r++) {
-                if (!(rowup[r - r0] >= lower)) continue;
-                const T *sc = scores + (r * heads + h) * width, *up = upper + (r - r0) * width;
-                for (int64_t m = 0; m < width; m++) {
-                    if (!(up[m] >= lower) || !(up[m] > best2)) continue;
-                    int ok;
-                    const T s = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
-                    if (ok && s > best2) { best2 = s; pick2 = r * width + m; }
-                }
-            }
-            if (pick2 < 0) continue;
-            if (stochastic) {
-                const T hw = half_width2;
-                T noisy_best = -INFINITY;
-                for (int64_t r = r0; r < r1; r++) {
-                    if (!(rowup[r - r0] >= best2 - (T)2 * hw)) continue;
-                    const T *sc = scores + (r * heads + h) * width, *up = upper + (r - r0) * width;
-                    for (int64_t m = 0; m < width; m++) {
-                        if (!(up[m] >= best2 - (T)2 * hw)) continue;
-                        int ok;
-                        const T s2 = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
-                        if (!ok || !(s2 >= best2 - (T)2 * hw)) continue;
-                        const int64_t at = r * width + m;
-                        const T s = s2 + (T)(2 * uniform01(seed, 2 * ih + 1, at) - 1) * hw;
-                        if (s > noisy_best) { noisy_best = s; pick2 = at; }
-                    }
-                }
-            }
-            NAME(take)(e2, unit_t, width, pick2);
-            found[ih * 2 + 1] = 1;
-            if (!stochastic)
-                NAME(orient)(e2, best2, vec + pick2 * 3, 2, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads,
-                             h, width, e1, rowup);
-        }
+        const int64_t r0 = atom_rows[i];
+        NAME(cf_max_frames_atom)(scores + r0 * heads * width, weights + r0 * heads * width, unit_t, vec, dist2, bias,
+                                 a, i, r0, atom_rows[i + 1], heads, width, stochastic, half_width1, half_width2, seed,
+                                 d1, d2, found, scratch);
     }
-    free(rowmax);
+    free(scratch);
     return 0;
 }
