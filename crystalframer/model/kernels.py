@@ -39,7 +39,7 @@ from crystalframer.model.ops import log_tiny
 log = logging.getLogger(__name__)
 
 HEADERS = tuple(Path(__file__).with_name("csrc") / name
-                for name in ("ftz.h", "angle_grid_body.h", "max_frames_body.h"))
+                for name in ("ftz.h", "parallel.h", "angle_grid_body.h", "max_frames_body.h"))
 SOURCES = tuple(Path(__file__).with_name("csrc") / name
                 for name in ("angle_grid.c", "attention_core.c", "max_frames.c", "pair_products.c"))
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared"]
@@ -49,6 +49,7 @@ _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _failed: str | None = None
 _pool: ThreadPoolExecutor | None = None
+_openmp = False  # the loaded kernels split the atoms over PyTorch's OpenMP threads themselves
 
 
 def _cache_dir() -> Path:
@@ -66,23 +67,35 @@ def _cpu_signature() -> str:
         return platform.processor() or platform.machine()
 
 
-def _compile(compiler: str, target: Path) -> None:
+def _openmp_flags() -> list[str]:
+    """``-fopenmp`` where PyTorch runs on GNU OpenMP (libgomp.so.1): the library then links the runtime PyTorch has
+    already loaded (same soname), and its parallel regions run on PyTorch's threads (csrc/parallel.h). Elsewhere
+    (another runtime, or none), no flag: the kernels run serially and Python threads split the atoms."""
+    if os.environ.get("CRYSTALFRAMER_OPENMP", "1") == "0":
+        return []
+    torch_lib = Path(torch.__file__).with_name("lib")
+    return ["-fopenmp"] if (torch_lib / "libgomp.so.1").exists() and "OpenMP" in torch.__config__.parallel_info() else []
+
+
+def _compile(compiler: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(out), "-lm"], check=True, capture_output=True,
+        subprocess.run([compiler, *flags, *map(str, SOURCES), "-o", str(out), "-lm"], check=True, capture_output=True,
                        timeout=120)
         os.replace(out, target)  # atomic: concurrent processes never load a half-written library
 
 
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.cf_openmp.argtypes = []
+    lib.cf_openmp.restype = ctypes.c_int
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
         angle_fwd = getattr(lib, f"cf_angle_fwd_{suffix}")
         angle_fwd.argtypes = [ptr] * 5 + [i64] * 5 + [real, real, ctypes.c_int, ptr, i64, ptr, ptr]
         angle_fwd.restype = ctypes.c_int
         angle_bwd = getattr(lib, f"cf_angle_bwd_{suffix}")
-        angle_bwd.argtypes = [ptr] * 4 + [i64] * 5 + [real, real, ctypes.c_int, ptr, i64] + [ptr] * 4
+        angle_bwd.argtypes = [ptr] * 4 + [i64] * 5 + [real, real, ctypes.c_int, ptr, i64] + [ptr] * 4 + [i64] * 2
         angle_bwd.restype = ctypes.c_int
         forward = getattr(lib, f"cf_attn_fwd_{suffix}")
         forward.argtypes = ([ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5 + [ptr] * 3
@@ -92,9 +105,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         backward.argtypes = [ptr] * 7 + [i64] * 7 + [real, real] + [ptr] * 7
         backward.restype = ctypes.c_int
         for name, args in (("dot_fwd", [ptr] * 4 + [i64] * 5 + [real, ptr]),
-                           ("dot_bwd", [ptr] * 4 + [i64] * 5 + [real] + [ptr] * 3),
+                           ("dot_bwd", [ptr] * 4 + [i64] * 5 + [real] + [ptr] * 3 + [i64] * 2),
                            ("mix_fwd", [ptr] * 4 + [i64] * 5 + [ptr]),
-                           ("mix_bwd", [ptr] * 4 + [i64] * 5 + [ptr] * 3)):
+                           ("mix_bwd", [ptr] * 4 + [i64] * 5 + [ptr] * 3 + [i64] * 2)):
             fn = getattr(lib, f"cf_pair_{name}_{suffix}")
             fn.argtypes = args
             fn.restype = ctypes.c_int
@@ -115,13 +128,24 @@ def library() -> ctypes.CDLL | None:
         try:
             if shutil.which(compiler) is None:
                 raise FileNotFoundError(f"no C compiler {compiler!r} on PATH")
-            key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES + HEADERS) + " ".join([compiler, *FLAGS]).encode()
+            flags = FLAGS + _openmp_flags()
+            key = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES + HEADERS) + " ".join([compiler, *flags]).encode()
                                  + _cpu_signature().encode()).hexdigest()[:16]
             target = _cache_dir() / f"crystalframer-{platform.machine()}-{key}.so"
             if not target.exists():
-                _compile(compiler, target)
+                try:
+                    _compile(compiler, flags, target)
+                except subprocess.SubprocessError:
+                    if flags == FLAGS:
+                        raise
+                    flags = FLAGS  # no OpenMP here: serial kernels, split by Python threads
+                    target = target.with_name(target.stem + "-serial.so")
+                    if not target.exists():
+                        _compile(compiler, flags, target)
             lib = ctypes.CDLL(str(target))
             _declare(lib)
+            global _openmp
+            _openmp = lib.cf_openmp() > 0
             _library = lib
         except (OSError, subprocess.SubprocessError, AttributeError) as exc:
             detail = getattr(exc, "stderr", b"") or b""
@@ -148,6 +172,33 @@ def _atom_ranges(bounds: np.ndarray, parts: int) -> list[tuple[int, int]]:
     cuts = np.searchsorted(bounds, np.linspace(0, rows, parts + 1)[1:-1]).tolist()
     edges = sorted({0, num_atoms, *[min(max(int(c), 0), num_atoms) for c in cuts]})
     return list(zip(edges[:-1], edges[1:]))
+
+
+def _thread_ranges(bounds: np.ndarray) -> list[tuple[int, int]]:
+    """The atom ranges a kernel call is split into here: one (the kernels split it over PyTorch's OpenMP threads
+    themselves), or one per PyTorch thread of about equal rows (``bounds``: prefix sums) for Python threads."""
+    if _openmp:
+        return [(0, len(bounds) - 1)]
+    return _atom_ranges(bounds, torch.get_num_threads())
+
+
+class _Partials:
+    """Per-range output buffers of a kernel whose outputs reach other atoms (summed by the caller): with OpenMP one
+    buffer per thread, all passed at once (base pointer, stride, count); otherwise one per Python-thread range."""
+
+    def __init__(self, like: torch.Tensor, shape: tuple[int, ...], ranges: list[tuple[int, int]]):
+        count = max(1, torch.get_num_threads()) if _openmp else len(ranges)
+        self.buffers = like.new_zeros((count,) + tuple(shape))
+        self._slot = {rg: k for k, rg in enumerate(ranges)}
+
+    def args(self, lo: int, hi: int) -> tuple[int, int, int]:
+        """(pointer, stride, count) for the call on atoms [lo, hi)."""
+        if _openmp:
+            return _ptr(self.buffers), self.buffers[0].numel(), self.buffers.shape[0]
+        return _ptr(self.buffers[self._slot[(lo, hi)]]), 0, 1
+
+    def total(self) -> torch.Tensor:
+        return self.buffers.sum(0)
 
 
 def _run_parallel(fn, ranges: list[tuple[int, int]], make_args) -> None:
@@ -213,7 +264,7 @@ class CpuAngleTerm(torch.autograd.Function):
         lanes = weights.new_zeros((3 * grid.size, dim, ANGLE_LANES))
         lanes[..., :heads] = table.detach().reshape(heads, 3 * grid.size, dim).permute(1, 2, 0)
         bounds = _atom_row_bounds(row_atom, num_atoms)
-        ranges = _atom_ranges(bounds, torch.get_num_threads())
+        ranges = _thread_ranges(bounds)
         out = weights.new_empty((num_atoms, heads, dim))
         keep = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         hist = weights.new_empty((num_atoms, 3 * grid.size, ANGLE_LANES)) if keep else None
@@ -233,15 +284,14 @@ class CpuAngleTerm(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         dim = grad_out.shape[-1]
         grad_weights = grad_out.new_empty((rows, heads, width)) if ctx.needs_input_grad[0] else None
-        partial = grad_out.new_zeros((len(ranges),) + tuple(lanes.shape))  # one table gradient per thread
-        slot = {rg: k for k, rg in enumerate(ranges)}
+        partial = _Partials(grad_out, tuple(lanes.shape), ranges)  # the table's gradient, per thread
         _run_parallel(getattr(library(), f"cf_angle_bwd_{_suffix(grad_out)}"), ranges, lambda lo, hi: (
             _ptr(frames), _ptr(unit_rows), _ptr(bounds), None if ends is None else _ptr(ends), lo, hi, heads, width,
             grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(lanes), dim, _ptr(grad_out), _ptr(hist),
-            None if grad_weights is None else _ptr(grad_weights), _ptr(partial[slot[(lo, hi)]])))
+            None if grad_weights is None else _ptr(grad_weights), *partial.args(lo, hi)))
         grad_table = None
         if ctx.needs_input_grad[1]:
-            grad_table = partial.sum(0)[..., :heads].permute(2, 0, 1).reshape(heads, 3, grid.size, dim)
+            grad_table = partial.total()[..., :heads].permute(2, 0, 1).reshape(heads, 3, grid.size, dim)
         return grad_weights, grad_table, None, None, None, None, None, None, None
 
 
@@ -271,7 +321,7 @@ class SlotLayout:
         return cls(dist2=dist2.contiguous(), pair_slot=pair_slot.contiguous(),
                    pad=pad_mask.to(torch.uint8).contiguous(), basis=basis.contiguous(),
                    first_basis=first_basis.contiguous(), num_bases=num_bases, bounds=bounds,
-                   ranges=_atom_ranges(bounds, torch.get_num_threads()))
+                   ranges=_thread_ranges(bounds))
 
 
 @dataclass
@@ -381,7 +431,7 @@ def max_frame_axes(scores: torch.Tensor, weights: torch.Tensor, unit_rows: torch
     n, heads = a.shape
     width = scores.shape[2]
     bounds = _atom_row_bounds(row_atom, n)
-    ranges = _atom_ranges(bounds, torch.get_num_threads())
+    ranges = _thread_ranges(bounds)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if stochastic else 0
     tensors = [t.detach().to(scores.dtype).contiguous() for t in (scores, weights, unit_rows, vec, dist2, valid_bias)]
     a_c = a.detach().to(scores.dtype).contiguous()
@@ -400,7 +450,7 @@ def _pair_ranges(count: torch.Tensor) -> tuple[np.ndarray, list[tuple[int, int]]
     counts = count.detach().cpu().numpy().astype(np.int64)
     bounds = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=bounds[1:])
-    return np.ascontiguousarray(counts), _atom_ranges(bounds, torch.get_num_threads())
+    return np.ascontiguousarray(counts), _thread_ranges(bounds)
 
 
 class CpuPairDot(torch.autograd.Function):
@@ -432,12 +482,11 @@ class CpuPairDot(torch.autograd.Function):
         grad = grad.contiguous()
         n, heads, dim = a.shape
         ga = torch.empty_like(a)
-        gbs = a.new_zeros((len(ranges),) + tuple(b.shape))  # one per thread: b's gradient reaches other atoms
-        slot = {rg: k for k, rg in enumerate(ranges)}
+        gbs = _Partials(a, tuple(b.shape), ranges)  # b's gradient reaches other atoms: one buffer per thread
         _run_parallel(getattr(lib, f"cf_pair_dot_bwd_{suffix}"), ranges, lambda lo, hi: (
             _ptr(a), _ptr(b), _ptr(dst), _ptr(counts), lo, hi, heads, dst.shape[1], dim, scale, _ptr(grad), _ptr(ga),
-            _ptr(gbs[slot[(lo, hi)]])))
-        return ga, gbs.sum(0), None, None, None
+            *gbs.args(lo, hi)))
+        return ga, gbs.total(), None, None, None
 
 
 class CpuPairMix(torch.autograd.Function):
@@ -469,9 +518,8 @@ class CpuPairMix(torch.autograd.Function):
         grad = grad.contiguous()
         n, heads, dim = b.shape
         gp = torch.empty_like(p)
-        gbs = b.new_zeros((len(ranges),) + tuple(b.shape))
-        slot = {rg: k for k, rg in enumerate(ranges)}
+        gbs = _Partials(b, tuple(b.shape), ranges)
         _run_parallel(getattr(lib, f"cf_pair_mix_bwd_{suffix}"), ranges, lambda lo, hi: (
             _ptr(p), _ptr(b), _ptr(dst), _ptr(counts), lo, hi, heads, dst.shape[1], dim, _ptr(grad), _ptr(gp),
-            _ptr(gbs[slot[(lo, hi)]])))
-        return gp, gbs.sum(0), None, None
+            *gbs.args(lo, hi)))
+        return gp, gbs.total(), None, None

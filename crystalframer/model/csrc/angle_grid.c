@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ftz.h"
+#include "parallel.h"
 
 #define MAX_WIDTH 256
 #define MAX_AXES 96 /* 3 × heads */

@@ -215,7 +215,7 @@ static void NAME(table_product)(const NAME(vec8) *lanes, const NAME(vec8) *table
 
 /* The framed angle term Σ_k P_kh Σ_m w_m g(c_mk) of atoms [atom_lo, atom_hi) (heads ≤ 8): out (N, H, D); the
    per-atom head-lane histograms (N, 3G, 8) are kept in hist_save when it is not NULL (for the backward pass). */
-int NAME(cf_angle_fwd)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
+static int NAME(angle_fwd_range)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
                        const int64_t *ends, int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width,
                        int64_t size, T start, T inv_step, int cos_abs, const T *table, int64_t dim, T *out,
                        T *hist_save) {
@@ -321,7 +321,7 @@ static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t 
 /* Backward of cf_angle_fwd for atoms [atom_lo, atom_hi): grad_out (N, H, D) → grad_weights (R, H, W) (slots that
    do not count get 0) and, added into grad_table (3G, D, 8) (the caller gives each thread its own), Σ_i
    hist_i[q][h] · grad_out[i, h, e]. hist_save: the forward's (N, 3G, 8) histograms. */
-int NAME(cf_angle_bwd)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
+static int NAME(angle_bwd_range)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
                        int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width, int64_t size, T start,
                        T inv_step, int cos_abs, const T *table, int64_t dim, const T *grad_out, const T *hist_save,
                        T *grad_weights, T *grad_table) {
@@ -393,4 +393,29 @@ int NAME(cf_angle_bwd)(const T *frames, const T *unit_t, const int64_t *atom_row
     free(frac);
     free(acc);
     return 0;
+}
+
+/* Entry points: atoms [atom_lo, atom_hi) in ranges of about equal numbers of rows, run in parallel (parallel.h);
+   the backward pass's grad_table is partial_count buffers of partial_stride values, one per range. */
+int NAME(cf_angle_fwd)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
+                       const int64_t *ends, int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width,
+                       int64_t size, T start, T inv_step, int cos_abs, const T *table, int64_t dim, T *out,
+                       T *hist_save) {
+    int result;
+    CF_PARALLEL(result, atom_lo, atom_hi, atom_rows, CF_MAX_PARTS,
+                NAME(angle_fwd_range)(weights, frames, unit_t, atom_rows, ends, c_lo, c_hi, heads, width, size,
+                                      start, inv_step, cos_abs, table, dim, out, hist_save));
+    return result;
+}
+
+int NAME(cf_angle_bwd)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
+                       int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width, int64_t size, T start,
+                       T inv_step, int cos_abs, const T *table, int64_t dim, const T *grad_out, const T *hist_save,
+                       T *grad_weights, T *grad_table, int64_t partial_stride, int64_t partial_count) {
+    int result;
+    CF_PARALLEL(result, atom_lo, atom_hi, atom_rows, partial_count,
+                NAME(angle_bwd_range)(frames, unit_t, atom_rows, ends, c_lo, c_hi, heads, width, size, start,
+                                      inv_step, cos_abs, table, dim, grad_out, hist_save, grad_weights,
+                                      grad_table + part * partial_stride));
+    return result;
 }

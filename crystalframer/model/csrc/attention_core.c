@@ -24,6 +24,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include "ftz.h"
+#include "parallel.h"
 
 /* max_frames.c: the axes of one atom's max frames from its (rows, H, W) logits and weights */
 void cf_max_frames_atom_f32(const float *scores, const float *weights, const float *unit_t, const float *vec,
@@ -93,7 +94,7 @@ static inline double cf_exp(double x) {
     }
 
 #define DEFINE_ATTENTION(T, SUFFIX, EXP)                                                                            \
-int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t *pair_slot, const uint8_t *pad,      \
+static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t *pair_slot, const uint8_t *pad,      \
                          const T *bw, const int64_t *k0, const int64_t *atom_rows, int64_t atom_lo,                 \
                          int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
                          int64_t window, T log_floor, T x_out, T x_in, T *logits, T *weights, T *pw, T *feat,      \
@@ -219,7 +220,7 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
     return 0;                                                                                                        \
 }                                                                                                                    \
                                                                                                                      \
-int cf_attn_bwd_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_slot, const int64_t *ends,            \
+static int attn_bwd_range_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_slot, const int64_t *ends,            \
                          const T *bw, const int64_t *k0, const int64_t *atom_rows, int64_t atom_lo,                 \
                          int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
                          int64_t window, T x_out, T x_in, const T *a, const T *gpw, const T *gfeat, const T *extra, \
@@ -291,5 +292,38 @@ int cf_attn_bwd_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_s
     return 0;                                                                                                        \
 }
 
+/* The entry points: atoms [atom_lo, atom_hi) in ranges of about equal numbers of rows, run in parallel
+   (parallel.h). */
+#define DEFINE_ATTENTION_ENTRIES(T, SUFFIX)                                                                         \
+int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t *pair_slot, const uint8_t *pad,      \
+                         const T *bw, const int64_t *k0, const int64_t *atom_rows, int64_t atom_lo,                 \
+                         int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
+                         int64_t window, T log_floor, T x_out, T x_in, T *logits, T *weights, T *pw, T *feat,      \
+                         int64_t *ends, const T *unit_t, const T *vec, const T *bias, int stochastic,               \
+                         T half_width1, T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found) {              \
+    int result;                                                                                                      \
+    CF_PARALLEL(result, atom_lo, atom_hi, atom_rows, CF_MAX_PARTS,                                                   \
+                attn_fwd_range_##SUFFIX(qk, a, dist2, pair_slot, pad, bw, k0, atom_rows, c_lo, c_hi, heads, width,   \
+                                        pairs, bases, window, log_floor, x_out, x_in, logits, weights, pw, feat,     \
+                                        ends, unit_t, vec, bias, stochastic, half_width1, half_width2, seed, d1, d2, \
+                                        found));                                                                     \
+    return result;                                                                                                   \
+}                                                                                                                    \
+                                                                                                                     \
+int cf_attn_bwd_##SUFFIX(const T *weights, const T *dist2, const int64_t *pair_slot, const int64_t *ends,            \
+                         const T *bw, const int64_t *k0, const int64_t *atom_rows, int64_t atom_lo,                 \
+                         int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
+                         int64_t window, T x_out, T x_in, const T *a, const T *gpw, const T *gfeat, const T *extra, \
+                         T *glogit, T *gqk, T *ga) {                                                                \
+    int result;                                                                                                      \
+    CF_PARALLEL(result, atom_lo, atom_hi, atom_rows, CF_MAX_PARTS,                                                   \
+                attn_bwd_range_##SUFFIX(weights, dist2, pair_slot, ends, bw, k0, atom_rows, c_lo, c_hi, heads,       \
+                                        width, pairs, bases, window, x_out, x_in, a, gpw, gfeat, extra, glogit, gqk, \
+                                        ga));                                                                        \
+    return result;                                                                                                   \
+}
+
 DEFINE_ATTENTION(float, f32, cf_expf)
 DEFINE_ATTENTION(double, f64, cf_exp)
+DEFINE_ATTENTION_ENTRIES(float, f32)
+DEFINE_ATTENTION_ENTRIES(double, f64)

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "parallel.h"
 
 #define PARALLEL_LIMIT 0.9999
 #define LOG_FLOOR 1e-5

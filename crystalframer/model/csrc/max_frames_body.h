@@ -194,7 +194,7 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
     }
 }
 
-int NAME(cf_max_frames)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
+static int NAME(max_frames_range)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
                         const T *bias, const T *a, const int64_t *atom_rows, int64_t atom_lo, int64_t atom_hi,
                         int64_t heads, int64_t width, int stochastic, T half_width1, T half_width2, uint64_t seed,
                         T *d1, T *d2, uint8_t *found) {
@@ -211,4 +211,16 @@ int NAME(cf_max_frames)(const T *scores, const T *weights, const T *unit_t, cons
     }
     free(scratch);
     return 0;
+}
+
+/* Entry point: atoms [atom_lo, atom_hi) in ranges of about equal numbers of rows, run in parallel (parallel.h). */
+int NAME(cf_max_frames)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
+                        const T *bias, const T *a, const int64_t *atom_rows, int64_t atom_lo, int64_t atom_hi,
+                        int64_t heads, int64_t width, int stochastic, T half_width1, T half_width2, uint64_t seed,
+                        T *d1, T *d2, uint8_t *found) {
+    int result;
+    CF_PARALLEL(result, atom_lo, atom_hi, atom_rows, CF_MAX_PARTS,
+                NAME(max_frames_range)(scores, weights, unit_t, vec, dist2, bias, a, atom_rows, c_lo, c_hi, heads,
+                                       width, stochastic, half_width1, half_width2, seed, d1, d2, found));
+    return result;
 }

@@ -9,9 +9,11 @@
    [atom_lo, atom_hi). Layouts (C order): a, b, ga, gb, o, go (N, H, D); s, gs, p, gp (N, H, J); dst (N, J);
    count (N,). Entries j >= count[i] are neither read nor written, except that outputs s and gp are set to 0 there. */
 #include <stdint.h>
+#include <stdlib.h>
+#include "parallel.h"
 
 #define DEFINE_PAIRS(T, SUFFIX)                                                                                     \
-int cf_pair_dot_fwd_##SUFFIX(const T *a, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+static int pair_dot_fwd_range_##SUFFIX(const T *a, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
                              int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, T scale, T *s) {           \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
         for (int64_t h = 0; h < heads; h++) {                                                                        \
@@ -30,7 +32,7 @@ int cf_pair_dot_fwd_##SUFFIX(const T *a, const T *b, const int64_t *dst, const i
     return 0;                                                                                                        \
 }                                                                                                                    \
                                                                                                                      \
-int cf_pair_dot_bwd_##SUFFIX(const T *a, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+static int pair_dot_bwd_range_##SUFFIX(const T *a, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
                              int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, T scale, const T *gs,      \
                              T *ga, T *gb) {                                                                         \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
@@ -54,7 +56,7 @@ int cf_pair_dot_bwd_##SUFFIX(const T *a, const T *b, const int64_t *dst, const i
     return 0;                                                                                                        \
 }                                                                                                                    \
                                                                                                                      \
-int cf_pair_mix_fwd_##SUFFIX(const T *p, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+static int pair_mix_fwd_range_##SUFFIX(const T *p, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
                              int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, T *o) {                    \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
         for (int64_t h = 0; h < heads; h++) {                                                                        \
@@ -71,7 +73,7 @@ int cf_pair_mix_fwd_##SUFFIX(const T *p, const T *b, const int64_t *dst, const i
     return 0;                                                                                                        \
 }                                                                                                                    \
                                                                                                                      \
-int cf_pair_mix_bwd_##SUFFIX(const T *p, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+static int pair_mix_bwd_range_##SUFFIX(const T *p, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
                              int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, const T *go, T *gp,        \
                              T *gb) {                                                                                \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
@@ -97,5 +99,72 @@ int cf_pair_mix_bwd_##SUFFIX(const T *p, const T *b, const int64_t *dst, const i
     return 0;                                                                                                        \
 }
 
+/* The kernels' entry points: the atoms [atom_lo, atom_hi) in ranges of about equal numbers of pairs, run in
+   parallel (parallel.h). The backward passes' gb is partial_count buffers of partial_stride values, one per range,
+   which the caller sums. */
+#define DEFINE_PAIR_ENTRIES(T, SUFFIX)                                                                              \
+int cf_pair_dot_fwd_##SUFFIX(const T *a, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+                             int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, T scale, T *s) {           \
+    int64_t *prefix = pair_prefix(count, atom_lo, atom_hi);                                                          \
+    if (!prefix) return -2;                                                                                          \
+    int result;                                                                                                      \
+    CF_PARALLEL(result, atom_lo, atom_hi, prefix, CF_MAX_PARTS,                                                      \
+                pair_dot_fwd_range_##SUFFIX(a, b, dst, count, c_lo, c_hi, heads, pairs, dim, scale, s));             \
+    free(prefix);                                                                                                    \
+    return result;                                                                                                   \
+}                                                                                                                    \
+                                                                                                                     \
+int cf_pair_dot_bwd_##SUFFIX(const T *a, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+                             int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, T scale, const T *gs,      \
+                             T *ga, T *gb, int64_t partial_stride, int64_t partial_count) {                         \
+    int64_t *prefix = pair_prefix(count, atom_lo, atom_hi);                                                          \
+    if (!prefix) return -2;                                                                                          \
+    int result;                                                                                                      \
+    CF_PARALLEL(result, atom_lo, atom_hi, prefix, partial_count,                                                     \
+                pair_dot_bwd_range_##SUFFIX(a, b, dst, count, c_lo, c_hi, heads, pairs, dim, scale, gs, ga,          \
+                                            gb + part * partial_stride));                                            \
+    free(prefix);                                                                                                    \
+    return result;                                                                                                   \
+}                                                                                                                    \
+                                                                                                                     \
+int cf_pair_mix_fwd_##SUFFIX(const T *p, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+                             int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, T *o) {                    \
+    int64_t *prefix = pair_prefix(count, atom_lo, atom_hi);                                                          \
+    if (!prefix) return -2;                                                                                          \
+    int result;                                                                                                      \
+    CF_PARALLEL(result, atom_lo, atom_hi, prefix, CF_MAX_PARTS,                                                      \
+                pair_mix_fwd_range_##SUFFIX(p, b, dst, count, c_lo, c_hi, heads, pairs, dim, o));                    \
+    free(prefix);                                                                                                    \
+    return result;                                                                                                   \
+}                                                                                                                    \
+                                                                                                                     \
+int cf_pair_mix_bwd_##SUFFIX(const T *p, const T *b, const int64_t *dst, const int64_t *count, int64_t atom_lo,     \
+                             int64_t atom_hi, int64_t heads, int64_t pairs, int64_t dim, const T *go, T *gp,        \
+                             T *gb, int64_t partial_stride, int64_t partial_count) {                                \
+    int64_t *prefix = pair_prefix(count, atom_lo, atom_hi);                                                          \
+    if (!prefix) return -2;                                                                                          \
+    int result;                                                                                                      \
+    CF_PARALLEL(result, atom_lo, atom_hi, prefix, partial_count,                                                     \
+                pair_mix_bwd_range_##SUFFIX(p, b, dst, count, c_lo, c_hi, heads, pairs, dim, go, gp,                 \
+                                            gb + part * partial_stride));                                            \
+    free(prefix);                                                                                                    \
+    return result;                                                                                                   \
+}
+
+/* Prefix sums of the pair counts of atoms [lo, hi), indexed by atom (entries below lo unused); NULL if out of
+   memory. */
+static int64_t *pair_prefix(const int64_t *count, int64_t lo, int64_t hi) {
+    int64_t *prefix = (int64_t *)malloc(sizeof(int64_t) * (hi + 1));
+    if (!prefix) return NULL;
+    prefix[lo] = 0;
+    for (int64_t i = lo; i < hi; i++) prefix[i + 1] = prefix[i] + count[i] + 1;  /* + 1: every atom costs a little */
+    return prefix;
+}
+
+/* The number of threads a kernel call would use (0: built without OpenMP; the caller splits the work). */
+int cf_openmp(void) { return cf_openmp_threads(); }
+
 DEFINE_PAIRS(float, f32)
 DEFINE_PAIRS(double, f64)
+DEFINE_PAIR_ENTRIES(float, f32)
+DEFINE_PAIR_ENTRIES(double, f64)
