@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from crystalframer.model.config import ModelConfig
 from crystalframer.model.features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width, slot_cosines
-from crystalframer.model.frames import (FrameSampling, frames_from_axes, global_pca_frames, lattice_frames, max_frame_request,
-                                         max_frames, weighted_pca_frames)
+from crystalframer.model.frames import (FrameSampling, global_pca_frames, lattice_frames, max_frame_request, max_frames,
+                                         weighted_pca_frames)
 from crystalframer.model.geometry import EdgeGeometry
 from crystalframer.model.kernels import CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout
 
@@ -151,10 +151,10 @@ class PeriodicAttention(nn.Module):
             # Max frames come from the attention kernel itself, per atom while its logits are in cache.
             request = (max_frame_request(geom, sampling, cfg.symm_break_noise, qk.dtype)
                        if cfg.uses_angles and cfg.frame_method == "max" else None)
-            weights, logits, pair_weights, dist_feat, ends, d1, d2, found = CpuAttentionCore.apply(
+            weights, logits, pair_weights, dist_feat, ends, kernel_frames = CpuAttentionCore.apply(
                 qk, a, dist_basis, cfg.uses_angles and request is None, cfg.head_cut, request)
             if request is not None:
-                frames = frames_from_axes(d1, d2, found)
+                frames = kernel_frames
             out = CpuPairMix.apply(pair_weights, v, geom.pair_dst, geom.pair_count)  # (N, H, dh)
         else:
             j = geom.pair_dst.shape[1]

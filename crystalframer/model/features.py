@@ -313,10 +313,15 @@ def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Ten
     """
     n, h = frames.shape[:2]
     nodes = grid.nodes(weights.dtype, weights.device)
-    table = torch.einsum("pd,khed->hkpe", angle_gaussians(nodes, centers, width), proj)  # (H, 3, G, head_dim)
+    basis = angle_gaussians(nodes, centers, width)  # (G, D)
     if kernels_enabled(weights) and h <= ANGLE_LANES:
         unit_rows = unit.transpose(1, 2).contiguous() if unit_rows is None else unit_rows
+        # The table in the kernel's head lanes (3, G, head_dim, 8), from one matrix product (heads padded to 8).
+        lanes = torch.nn.functional.pad(proj, (0, 0, 0, 0, 0, ANGLE_LANES - h)).permute(3, 0, 2, 1)  # (D, 3, e, 8)
+        table = (basis @ lanes.reshape(proj.shape[-1], -1)).view(grid.size, 3, proj.shape[2], ANGLE_LANES)
+        table = table.transpose(0, 1).contiguous()
         return CpuAngleTerm.apply(weights, table, frames.detach(), unit_rows, row_atom, n, grid, cos_abs, ends)
+    table = torch.einsum("pd,khed->hkpe", basis, proj)  # (H, 3, G, head_dim)
     weights = weights * (unit != 0).any(-1)[:, None, :].to(weights.dtype)  # no direction, no angle features
     out = _GridAngleTerm.apply(weights, table.reshape(h * 3, grid.size, -1), frames.detach(), unit, row_atom, n,
                                grid, cos_abs)

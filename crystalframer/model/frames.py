@@ -159,17 +159,12 @@ def max_frames(score_base: torch.Tensor, a: torch.Tensor, weights: torch.Tensor,
 def max_frame_request(geom: EdgeGeometry, sampling: FrameSampling, noise: float,
                       dtype: torch.dtype) -> MaxFrameRequest:
     """What the CPU attention kernel needs to compute max frames itself (the rules of :func:`max_frames` with
-    attention logits as scores): the geometry and the tie-break noise of this call."""
+    attention logits as scores, assembled as :func:`_assemble_max_frames`): the geometry and the tie-break noise of
+    this call."""
     stochastic = sampling.stochastic and noise > 0
     seed = int(torch.randint(0, 2**62, (1,), generator=sampling.generator)) if stochastic else 0
     return MaxFrameRequest(unit_rows=geom.unit_rows(dtype), vec=geom.vec, valid_bias=geom.valid_bias(dtype),
                            stochastic=stochastic, half_width1=0.5 * noise, half_width2=0.5 * noise, seed=seed)
-
-
-def frames_from_axes(d1: torch.Tensor, d2: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
-    """Max frames (N, H, 3, 3) from the directions the attention kernel chose (see :func:`max_frame_request`)."""
-    found = found.bool()
-    return _assemble_max_frames(d1, d2, found[..., 0], found[..., 1], d1)
 
 
 def _assemble_max_frames(e1: torch.Tensor, t2: torch.Tensor, ok1: torch.Tensor, ok2: torch.Tensor,

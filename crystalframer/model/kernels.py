@@ -99,7 +99,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         angle_bwd.restype = ctypes.c_int
         forward = getattr(lib, f"cf_attn_fwd_{suffix}")
         forward.argtypes = ([ptr] * 8 + [i64] * 7 + [real, real, real] + [ptr] * 5 + [ptr] * 3
-                            + [ctypes.c_int, real, real, ctypes.c_uint64] + [ptr] * 3)
+                            + [ctypes.c_int, real, real, ctypes.c_uint64] + [ptr] * 4)
         forward.restype = ctypes.c_int
         backward = getattr(lib, f"cf_attn_bwd_{suffix}")
         backward.argtypes = [ptr] * 7 + [i64] * 7 + [real, real] + [ptr] * 7
@@ -241,7 +241,8 @@ class CpuAngleTerm(torch.autograd.Function):
     with its quintic Lagrange weights, and the histograms are multiplied by the tabulated projected basis while
     they are in cache; backward, the histograms' gradient is formed per atom and gathered at the same nodes.
 
-    weights (R, H, W); table (H, 3, G, D) the projected basis at the grid nodes (differentiable); frames
+    weights (R, H, W); table (3, G, D, 8) the projected basis at the grid nodes in head lanes (heads beyond H
+    zero; differentiable); frames
     (N, H, 3, 3) detached; unit_rows (R, 3, W); row_atom (R,), sorted. Only slots with a direction count, so the
     zero image and empty slots need no zero weight. ``ends`` (N, H) int64, optional: only the first ends[i, h]
     slots of atom i are inside head h's softmax (slots are nearest first); the others are not visited and get
@@ -255,14 +256,12 @@ class CpuAngleTerm(torch.autograd.Function):
         lib = library()
         suffix = _suffix(weights)
         heads, width = weights.shape[1], weights.shape[2]
-        dim = table.shape[-1]
+        dim = table.shape[2]
         weights_c = weights.detach().contiguous()
         ends_c = None if ends is None else ends.to(torch.int64).contiguous()
         frames_c = frames.detach().to(weights.dtype).contiguous()
         unit_c = unit_rows.detach().to(weights.dtype).contiguous()
-        # (H, 3, G, D) → head lanes (3G, D, 8): every product of the kernel is one 8-lane multiply-add
-        lanes = weights.new_zeros((3 * grid.size, dim, ANGLE_LANES))
-        lanes[..., :heads] = table.detach().reshape(heads, 3 * grid.size, dim).permute(1, 2, 0)
+        lanes = table.detach().contiguous()  # every product of the kernel is one 8-lane multiply-add
         bounds = _atom_row_bounds(row_atom, num_atoms)
         ranges = _thread_ranges(bounds)
         out = weights.new_empty((num_atoms, heads, dim))
@@ -289,9 +288,7 @@ class CpuAngleTerm(torch.autograd.Function):
             _ptr(frames), _ptr(unit_rows), _ptr(bounds), None if ends is None else _ptr(ends), lo, hi, heads, width,
             grid.size, grid.start, 1.0 / grid.step, int(cos_abs), _ptr(lanes), dim, _ptr(grad_out), _ptr(hist),
             None if grad_weights is None else _ptr(grad_weights), *partial.args(lo, hi)))
-        grad_table = None
-        if ctx.needs_input_grad[1]:
-            grad_table = partial.total()[..., :heads].permute(2, 0, 1).reshape(heads, 3, grid.size, dim)
+        grad_table = partial.total() if ctx.needs_input_grad[1] else None
         return grad_weights, grad_table, None, None, None, None, None, None, None
 
 
@@ -348,9 +345,9 @@ class CpuAttentionCore(torch.autograd.Function):
     (R, H, W) (the softmax over each atom's slots, times the switch; zero outside the cutoff), logits (R, H, W) (−inf on empty slots; only when
     ``need_logits``, else an empty tensor; −inf outside the cutoff; no gradient), pair weights (N, H, J) = Σ_n w_ijn and distance features
     (N, H, K) = Σ_m w_m b(|r_m|), ends (N, H) int64: the number of atom i's slots (nearest first) inside head h's
-    cutoff, and, with a :class:`MaxFrameRequest`, the max frames' chosen directions d1, d2 (N, H, 3) and found
-    (N, H, 2) uint8 (empty tensors otherwise). The backward pass takes the gradients of weights, pair weights and
-    features (the weights' from the angle term of framed models) and returns those of qk and a.
+    cutoff, and, with a :class:`MaxFrameRequest`, the max frames (N, H, 3, 3) (rows e1, e2, e3; an empty tensor
+    otherwise). The backward pass takes the gradients of weights, pair weights and features (the weights' from the
+    angle term of framed models) and returns those of qk and a.
     """
 
     @staticmethod
@@ -372,14 +369,14 @@ class CpuAttentionCore(torch.autograd.Function):
         if frames is not None:
             geometry = [frames.unit_rows.contiguous(), frames.vec.to(qk.dtype).contiguous(),
                         frames.valid_bias.contiguous()]
-            d1, d2 = qk.new_empty((n, heads, 3)), qk.new_empty((n, heads, 3))
+            d1, d2 = qk.new_empty((n, heads, 3)), qk.new_empty((n, heads, 3))  # the chosen directions (scratch)
             found = torch.empty((n, heads, 2), dtype=torch.uint8)
+            frames_out = qk.new_empty((n, heads, 3, 3))
             frame_args = (*[_ptr(t) for t in geometry], int(frames.stochastic), frames.half_width1,
-                          frames.half_width2, frames.seed, _ptr(d1), _ptr(d2), _ptr(found))
+                          frames.half_width2, frames.seed, _ptr(d1), _ptr(d2), _ptr(found), _ptr(frames_out))
         else:
-            d1 = d2 = qk.new_empty((0,))
-            found = torch.empty((0,), dtype=torch.uint8)
-            frame_args = (None, None, None, 0, 0.0, 0.0, 0, None, None, None)
+            frames_out = qk.new_empty((0,))
+            frame_args = (None, None, None, 0, 0.0, 0.0, 0, None, None, None, None)
         _run_parallel(getattr(lib, f"cf_attn_fwd_{suffix}"), layout.ranges, lambda lo, hi: (
             _ptr(qk_c), _ptr(a_c), _ptr(layout.dist2), _ptr(layout.pair_slot), _ptr(layout.pad), _ptr(layout.basis),
             _ptr(layout.first_basis), _ptr(layout.bounds), lo, hi, heads, width, pairs, layout.num_bases, window,
@@ -387,9 +384,9 @@ class CpuAttentionCore(torch.autograd.Function):
             _ptr(ends), *frame_args))
         ctx.save_for_backward(weights, ends, a_c)
         ctx.layout, ctx.shape, ctx.cut = layout, (n, heads, pairs), cut
-        ctx.mark_non_differentiable(logits, ends, d1, d2, found)
+        ctx.mark_non_differentiable(logits, ends, frames_out)
         ctx.set_materialize_grads(False)
-        return weights, logits, pair_weights, features, ends, d1, d2, found
+        return weights, logits, pair_weights, features, ends, frames_out
 
     @staticmethod
     def backward(ctx, grad_weights, grad_logits, grad_pairs, grad_features, grad_ends, *_):  # type: ignore[override]

@@ -287,14 +287,21 @@ def test_max_frames_kernel_matches_the_pytorch_version(name, dtype, monkeypatch)
         assert (results[0] - results[1]).abs().max() <= 100 * torch.finfo(dtype).eps
 
 
-@pytest.mark.parametrize("name", ["NaCl (rock salt)", "SrTiO3 (cubic perovskite)", "MgAl2O4 (spinel)"])
+@pytest.mark.parametrize("name", ["NaCl (rock salt)", "SrTiO3 (cubic perovskite)", "MgAl2O4 (spinel)", "chain"])
 def test_max_frames_from_the_attention_kernel_match_the_pytorch_version(name, monkeypatch):
-    """Max frames of a whole model are chosen inside the attention kernel, per atom (float64, evaluation mode,
-    rattled crystals, every layer): the same frames as the PyTorch rules, and the same predictions."""
+    """Max frames of a whole model are chosen and assembled inside the attention kernel, per atom (float64,
+    evaluation mode, rattled crystals, every layer): the same frames as the PyTorch rules, and the same predictions.
+    The chain (one atom, 2 Å period, 25 Å apart) has every neighbour on one line: no axis-2 candidate."""
+    from pymatgen.core import Lattice, Structure
+
     torch.manual_seed(0)
     model = CrystalFramer(ModelConfig.preset("default", frame_method="max")).double()
-    model.calibrate([get_example(name)])
-    structure = _rattled(name, 1)
+    if name == "chain":
+        structure = Structure(Lattice.orthorhombic(2.0, 25.0, 25.0), ["Cu"], [[0.0, 0.0, 0.0]])
+        model.calibrate([structure])
+    else:
+        model.calibrate([get_example(name)])
+        structure = _rattled(name, 1)
     results = []
     for flag in ("1", "0"):
         monkeypatch.setenv("CRYSTALFRAMER_KERNELS", flag)

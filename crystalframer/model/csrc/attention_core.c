@@ -30,12 +30,13 @@
 void cf_max_frames_atom_f32(const float *scores, const float *weights, const float *unit_t, const float *vec,
                             const float *dist2, const float *bias, const float *a, int64_t i, int64_t r0, int64_t r1,
                             int64_t heads, int64_t width, int stochastic, float half_width1, float half_width2,
-                            uint64_t seed, float *d1, float *d2, uint8_t *found, float *scratch);
+                            uint64_t seed, float *d1, float *d2, uint8_t *found, float *scratch,
+                            float *frames_out);
 void cf_max_frames_atom_f64(const double *scores, const double *weights, const double *unit_t, const double *vec,
                             const double *dist2, const double *bias, const double *a, int64_t i, int64_t r0,
                             int64_t r1, int64_t heads, int64_t width, int stochastic, double half_width1,
                             double half_width2, uint64_t seed, double *d1, double *d2, uint8_t *found,
-                            double *scratch);
+                            double *scratch, double *frames_out);
 
 /* exp(x) for log_floor <= x <= 0 (the only arguments here: logits minus their maximum, floored), in a form the
    compiler vectorizes: x = n·ln2 + r with |r| <= ln2/2, e^r by a polynomial (float: degree 6, double: the (3, 3)
@@ -99,7 +100,8 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
                          int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
                          int64_t window, T log_floor, T x_out, T x_in, T *logits, T *weights, T *pw, T *feat,      \
                          int64_t *ends, const T *unit_t, const T *vec, const T *bias, int stochastic,               \
-                         T half_width1, T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found) {              \
+                         T half_width1, T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found,                 \
+                         T *frames_out) {                                                                           \
     const int tapered = x_in > x_out;                                                                                \
     const T inv_span = tapered ? (T)1 / (x_in - x_out) : (T)0;                                                       \
     /* max frames (when d1 is given): per atom, from its logits while they are in cache (max_frames.c) */          \
@@ -213,7 +215,7 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
         if (d1)                                                                                                      \
             cf_max_frames_atom_##SUFFIX(atom_logits, weights + r0 * heads * width, unit_t, vec, dist2, bias, a, i,   \
                                         r0, r1, heads, width, stochastic, half_width1, half_width2, seed, d1, d2,    \
-                                        found, scratch + (logits ? 0 : (r1 - r0) * heads * width));                  \
+                                        found, scratch + (logits ? 0 : (r1 - r0) * heads * width), frames_out);      \
     }                                                                                                                \
     FTZ_END                                                                                                          \
     free(scratch);                                                                                                   \
@@ -300,13 +302,14 @@ int cf_attn_fwd_##SUFFIX(const T *qk, const T *a, const T *dist2, const int64_t 
                          int64_t atom_hi, int64_t heads, int64_t width, int64_t pairs, int64_t bases,               \
                          int64_t window, T log_floor, T x_out, T x_in, T *logits, T *weights, T *pw, T *feat,      \
                          int64_t *ends, const T *unit_t, const T *vec, const T *bias, int stochastic,               \
-                         T half_width1, T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found) {              \
+                         T half_width1, T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found,                 \
+                         T *frames_out) {                                                                           \
     int result;                                                                                                      \
     CF_PARALLEL(result, atom_lo, atom_hi, atom_rows, CF_MAX_PARTS,                                                   \
                 attn_fwd_range_##SUFFIX(qk, a, dist2, pair_slot, pad, bw, k0, atom_rows, c_lo, c_hi, heads, width,   \
                                         pairs, bases, window, log_floor, x_out, x_in, logits, weights, pw, feat,     \
                                         ends, unit_t, vec, bias, stochastic, half_width1, half_width2, seed, d1, d2, \
-                                        found));                                                                     \
+                                        found, frames_out));                                                         \
     return result;                                                                                                   \
 }                                                                                                                    \
                                                                                                                      \

@@ -90,12 +90,43 @@ static inline void NAME(take)(T *dst, const T *unit_t, int64_t width, int64_t at
     for (int k = 0; k < 3; k++) dst[k] = unit_t[(r * 3 + k) * width + m];
 }
 
+/* The frame (rows e1, e2, e3) from the chosen directions, as _assemble_max_frames in frames.py: Gram–Schmidt of
+   t2 against e1, e3 = e1 × e2; without axis 2, t2 is the coordinate axis least aligned with e1 made perpendicular;
+   without axis 1, the identity. */
+static void NAME(assemble)(const T *e1, const T *t2_in, int ok1, int ok2, T *f) {
+    for (int k = 0; k < 9; k++) f[k] = (T)(k % 4 == 0);
+    if (!ok1) return;
+    T t2[3];
+    if (ok2) {
+        t2[0] = t2_in[0]; t2[1] = t2_in[1]; t2[2] = t2_in[2];
+    } else {
+        int least = 0;
+        for (int k = 1; k < 3; k++)
+            if (fabs(e1[k]) < fabs(e1[least])) least = k;
+        for (int k = 0; k < 3; k++) t2[k] = (T)(k == least) - e1[least] * e1[k];
+        T n = sqrt(t2[0] * t2[0] + t2[1] * t2[1] + t2[2] * t2[2]);
+        n = n > (T)1e-12 ? n : (T)1e-12;
+        for (int k = 0; k < 3; k++) t2[k] /= n;
+    }
+    const T dot = e1[0] * t2[0] + e1[1] * t2[1] + e1[2] * t2[2];
+    T e2[3] = {t2[0] - dot * e1[0], t2[1] - dot * e1[1], t2[2] - dot * e1[2]};
+    T n = sqrt(e2[0] * e2[0] + e2[1] * e2[1] + e2[2] * e2[2]);
+    n = n > (T)1e-12 ? n : (T)1e-12;
+    for (int k = 0; k < 3; k++) e2[k] /= n;
+    f[0] = e1[0]; f[1] = e1[1]; f[2] = e1[2];
+    f[3] = e2[0]; f[4] = e2[1]; f[5] = e2[2];
+    f[6] = e1[1] * e2[2] - e1[2] * e2[1];
+    f[7] = e1[2] * e2[0] - e1[0] * e2[2];
+    f[8] = e1[0] * e2[1] - e1[1] * e2[0];
+}
+
 /* Axes 1 and 2 of atom i, all heads. scores, weights: the atom's (rows, H, W) block (row r0 first); unit_t, vec,
-   dist2, bias: the whole batch's; scratch: 2·rows + 2·rows·W values. */
+   dist2, bias: the whole batch's; scratch: 2·rows + 2·rows·W values; frames_out (N, H, 3, 3), optional: the
+   assembled frames. */
 void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
                               const T *bias, const T *a, int64_t i, int64_t r0, int64_t r1, int64_t heads,
                               int64_t width, int stochastic, T half_width1, T half_width2, uint64_t seed, T *d1,
-                              T *d2, uint8_t *found, T *scratch) {
+                              T *d2, uint8_t *found, T *scratch, T *frames_out) {
     const int64_t rows = r1 - r0;
     T *rowmax = scratch, *rowup = rowmax + rows, *masked = rowup + rows, *upper = masked + rows * width;
     for (int64_t h = 0; h < heads; h++) {
@@ -192,6 +223,11 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
             NAME(orient)(e2, best2, vec + pick2 * 3, 2, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads,
                          h, width, e1, rowup);
     }
+    if (frames_out)
+        for (int64_t h = 0; h < heads; h++) {
+            const int64_t ih = i * heads + h;
+            NAME(assemble)(d1 + ih * 3, d2 + ih * 3, found[ih * 2], found[ih * 2 + 1], frames_out + ih * 9);
+        }
 }
 
 static int NAME(max_frames_range)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
@@ -207,7 +243,7 @@ static int NAME(max_frames_range)(const T *scores, const T *weights, const T *un
         const int64_t r0 = atom_rows[i];
         NAME(cf_max_frames_atom)(scores + r0 * heads * width, weights + r0 * heads * width, unit_t, vec, dist2, bias,
                                  a, i, r0, atom_rows[i + 1], heads, width, stochastic, half_width1, half_width2, seed,
-                                 d1, d2, found, scratch);
+                                 d1, d2, found, scratch, NULL);
     }
     free(scratch);
     return 0;
