@@ -10,11 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from crystalframer.model.config import ModelConfig
-from crystalframer.model.features import AngleGrid, angle_centers, angle_term_exact, angle_term_grid, angle_width, slot_cosines
+from crystalframer.model.features import (AngleGrid, angle_centers, angle_table_lanes, angle_term_exact, angle_term_grid,
+                                         angle_width, slot_cosines)
 from crystalframer.model.frames import (FrameSampling, global_pca_frames, lattice_frames, max_frame_request, max_frames,
                                          weighted_pca_frames)
 from crystalframer.model.geometry import EdgeGeometry
-from crystalframer.model.kernels import CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout
+from crystalframer.model.kernels import ANGLE_LANES, CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout, kernels_enabled
 
 
 @dataclass
@@ -105,12 +106,29 @@ class PeriodicAttention(nn.Module):
         width = angle_width(cfg.angle_bases, cfg.angle_width_scale, cfg.cos_abs)
         if cfg.angle_features == "grid":  # slots without a direction (the zero image) are skipped there
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
+            table = None
+            if kernels_enabled(weights) and cfg.num_heads <= ANGLE_LANES:
+                table = self._table_lanes(centers, width, grid)
             return angle_term_grid(weights, frames, geom.unit, geom.row_atom, self.pe_angle_proj, centers, width,
-                                   grid, cfg.cos_abs, ends, geom.unit_rows(weights.dtype))
+                                   grid, cfg.cos_abs, ends, geom.unit_rows(weights.dtype), table)
         weights = weights * geom.valid[:, None, :].to(weights.dtype)  # the zero image has no direction
         with torch.no_grad():
             cos = slot_cosines(frames, geom.unit, geom.row_atom, slice(None), cfg.cos_abs)
         return geom.atom_sum(angle_term_exact(weights, cos, self.pe_angle_proj, centers, width))
+
+    def _table_lanes(self, centers: torch.Tensor, width: float, grid: AngleGrid) -> torch.Tensor:
+        """The angle table of the CPU kernel (:func:`angle_table_lanes`); without gradients it only changes with
+        the projection's values, so inference reuses it across batches."""
+        proj = self.pe_angle_proj
+        if torch.is_grad_enabled() and proj.requires_grad:
+            return angle_table_lanes(proj, centers, width, grid)
+        key = (proj.data_ptr(), proj._version, proj.dtype, proj.device, grid.size, width)
+        cached = getattr(self, "_table_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, angle_table_lanes(proj, centers, width, grid))
+            self._table_cache = cached
+        return cached[1]
 
     @staticmethod
     def _slot_attention(qk: torch.Tensor, a: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor,

@@ -296,10 +296,20 @@ class _GridAngleTerm(torch.autograd.Function):
         return grad_weights, grad_table, None, None, None, None, None, None
 
 
+def angle_table_lanes(proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid) -> torch.Tensor:
+    """The projected basis P_kh g(x_p) at the grid nodes in the CPU kernel's head lanes: (3, G, head_dim, 8),
+    heads beyond H zero; one matrix product, differentiable in ``proj`` (3, H, head_dim, D)."""
+    h, dim, bases = proj.shape[1], proj.shape[2], proj.shape[3]
+    basis = angle_gaussians(grid.nodes(proj.dtype, proj.device), centers.to(proj.dtype), width)  # (G, D)
+    lanes = torch.nn.functional.pad(proj, (0, 0, 0, 0, 0, ANGLE_LANES - h)).permute(3, 0, 2, 1)  # (D, 3, e, 8)
+    table = (basis @ lanes.reshape(bases, -1)).view(grid.size, 3, dim, ANGLE_LANES)
+    return table.transpose(0, 1).contiguous()
+
+
 def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
                     proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
                     cos_abs: bool, ends: torch.Tensor | None = None,
-                    unit_rows: torch.Tensor | None = None) -> torch.Tensor:
+                    unit_rows: torch.Tensor | None = None, table_lanes: torch.Tensor | None = None) -> torch.Tensor:
     """The same term as :func:`angle_term_exact`, through the tabulated projected basis (see the module doc).
 
     weights: (R, H, W) slot weights (those of slots without a direction, i.e. empty slots and the zero image, are
@@ -307,20 +317,18 @@ def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Ten
     image); row_atom: (R,) the atom of each row; proj: (3, H, head_dim, D); ends (N, H), optional: the compiled
     kernel's hint that only the first ends[i, h] slots of atom i are inside head h's softmax (see
     :class:`~crystalframer.model.kernels.CpuAngleTerm`); unit_rows (R, 3, W), optional: ``unit`` one component per
-    line (the geometry caches it). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, six
+    line (the geometry caches it); table_lanes, optional: :func:`angle_table_lanes` of ``proj`` (callers may cache
+    it while ``proj`` does not change). Returns (N, H, head_dim). Cost per image-edge, head and axis: one cosine, six
     scatter-adds (and six gathers backward); per atom, head and axis: one (G × head_dim) product. On CPU (H ≤ 8)
     all of it runs per atom in the compiled kernel of :mod:`crystalframer.model.kernels` (the same arithmetic).
     """
     n, h = frames.shape[:2]
-    nodes = grid.nodes(weights.dtype, weights.device)
-    basis = angle_gaussians(nodes, centers, width)  # (G, D)
     if kernels_enabled(weights) and h <= ANGLE_LANES:
         unit_rows = unit.transpose(1, 2).contiguous() if unit_rows is None else unit_rows
-        # The table in the kernel's head lanes (3, G, head_dim, 8), from one matrix product (heads padded to 8).
-        lanes = torch.nn.functional.pad(proj, (0, 0, 0, 0, 0, ANGLE_LANES - h)).permute(3, 0, 2, 1)  # (D, 3, e, 8)
-        table = (basis @ lanes.reshape(proj.shape[-1], -1)).view(grid.size, 3, proj.shape[2], ANGLE_LANES)
-        table = table.transpose(0, 1).contiguous()
-        return CpuAngleTerm.apply(weights, table, frames.detach(), unit_rows, row_atom, n, grid, cos_abs, ends)
+        if table_lanes is None:
+            table_lanes = angle_table_lanes(proj, centers, width, grid)
+        return CpuAngleTerm.apply(weights, table_lanes, frames.detach(), unit_rows, row_atom, n, grid, cos_abs, ends)
+    basis = angle_gaussians(grid.nodes(weights.dtype, weights.device), centers, width)  # (G, D)
     table = torch.einsum("pd,khed->hkpe", basis, proj)  # (H, 3, G, head_dim)
     weights = weights * (unit != 0).any(-1)[:, None, :].to(weights.dtype)  # no direction, no angle features
     out = _GridAngleTerm.apply(weights, table.reshape(h * 3, grid.size, -1), frames.detach(), unit, row_atom, n,
