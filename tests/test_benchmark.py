@@ -20,7 +20,11 @@ def test_bench_reports_groups_and_bars(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "### small" in text and "| none |" in text and "| max |" in text
     assert "max cost / none (≤ 1.5×)" in text and "none vs 432 / 902" in text
-    rows = json.loads(out.read_text())["groups"]["small"]
+    assert "max cost / none (≤ 1.5×), interleaved runs" in text  # the bar comes from the interleaved run
+    raw = json.loads(out.read_text())
+    rows = raw["groups"]["small"]
+    assert set(raw["paired"]["ratios"]) == {"max"} and len(raw["paired"]["rounds"]) == 1
+    assert all(raw["paired"]["ratios"]["max"][k] > 0 for k in ("train", "infer"))
     assert [r["name"] for r in rows] == ["none", "max"]
     assert all(r["train_per_s"] > 0 and r["infer_per_s"] > 0 and r["structures"] == 4 for r in rows)
     assert rows[0]["cutoff"] == rows[1]["cutoff"] == pytest.approx(ModelConfig().cutoff)  # same sphere for both
@@ -32,6 +36,13 @@ def test_bar_table_flags_a_missed_bar():
     bars = benchmark.format_bars(rows)
     assert "| max cost / none (≤ 1.5×) | 5.00× | 1.11× | no |" in bars
     assert "| yes |" in bars  # none is above the reference throughput
+
+
+def test_bar_table_uses_interleaved_ratios_when_given():
+    rows = [{"name": "none", "train_per_s": 500.0, "infer_per_s": 1000.0},
+            {"name": "max", "train_per_s": 100.0, "infer_per_s": 900.0}]
+    bars = benchmark.format_bars(rows, {"max": {"train": 1.4, "infer": 1.2}})
+    assert "| max cost / none (≤ 1.5×), interleaved runs | 1.40× | 1.20× | yes |" in bars
 
 
 def test_large_cell_is_the_thousand_atom_spinel():
