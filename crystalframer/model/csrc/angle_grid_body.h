@@ -115,6 +115,33 @@ static inline void NAME(head_lanes)(const T *weights_r, const T *ux, const T *uy
     }
 }
 
+/* The inverse of head_lanes: out[h][m] = acc[m][h] for slots with a direction inside head h's softmax, 0 for the
+   others (out: the row's (H, W) block). */
+static inline void NAME(store_head_rows)(const NAME(vec8) *acc, const T *ux, const T *uy, const T *uz,
+                                         const int64_t *ends, int64_t i, int64_t heads, int64_t offset, int64_t width,
+                                         T *out) {
+    int full = heads == 8 && width % 8 == 0;
+    for (int64_t h = 0; h < heads && full; h++) full = row_count(ends, i, h, heads, offset, width) == width;
+    if (full) {
+        for (int64_t m0 = 0; m0 < width; m0 += 8) {
+            NAME(vec8) cols[8], rows[8];
+            for (int k = 0; k < 8; k++) {
+                const int64_t m = m0 + k;
+                cols[k] = (ux[m] != 0 || uy[m] != 0 || uz[m] != 0) ? acc[m] : (NAME(vec8)){0};
+            }
+            NAME(transpose8)(cols, rows);
+            for (int h = 0; h < 8; h++) memcpy(out + h * width + m0, &rows[h], sizeof rows[h]);
+        }
+        return;
+    }
+    for (int64_t h = 0; h < heads; h++) {
+        const int64_t count = row_count(ends, i, h, heads, offset, width);
+        T *gw = out + h * width;
+        for (int64_t m = 0; m < width; m++)
+            gw[m] = (m < count && (ux[m] != 0 || uy[m] != 0 || uz[m] != 0)) ? acc[m][h] : (T)0;
+    }
+}
+
 /* One atom, heads one by one: each item's six weights are one 8-lane vector added at its node of the head's
    histogram in `planar` (H, 3, G) (cycling over the atom's 3H histograms, which stay in cache, so consecutive
    additions do not wait for each other); then transposed into the (3G, 8) head lanes. */
@@ -286,6 +313,9 @@ static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t 
                                 int cos_abs, T top, int groups, const int *group, const int64_t *first,
                                 int32_t *node, T *frac, T *lam, NAME(vec8) *acc, const NAME(vec8) *lanes,
                                 T *grad_weights) {
+    NAME(index8) lane_of[8]; /* all ones in the lanes of group g's heads */
+    for (int g = 0; g < groups; g++)
+        for (int64_t h = 0; h < 8; h++) lane_of[g][h] = (h < heads && group[h] == g) ? -1 : 0;
     for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
         const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
         const int64_t offset = (r - atom_rows[i]) * width;
@@ -296,6 +326,7 @@ static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t 
                                frac);
                 NAME(lagrange_lines)(frac, width, lam + 6 * a * width);
             }
+            const NAME(index8) in = lane_of[g];
             for (int64_t m = 0; m < width; m++) {
                 NAME(vec8) sum = {0};
                 for (int64_t a = 0; a < 3; a++) {
@@ -304,17 +335,10 @@ static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t 
                     for (int s = 0; s < 6; s++) sum += la[s * width] * at[s];
                 }
                 if (groups == 1) acc[m] = sum;
-                else
-                    for (int64_t h = 0; h < heads; h++)
-                        if (group[h] == g) acc[m][h] = sum[h];
+                else acc[m] = (NAME(vec8))(((NAME(index8))sum & in) | ((NAME(index8))acc[m] & ~in));
             }
         }
-        for (int64_t h = 0; h < heads; h++) {
-            const int64_t count = row_count(ends, i, h, heads, offset, width);
-            T *gw = grad_weights + (r * heads + h) * width;
-            for (int64_t m = 0; m < width; m++)
-                gw[m] = (m < count && (ux[m] != 0 || uy[m] != 0 || uz[m] != 0)) ? acc[m][h] : (T)0;
-        }
+        NAME(store_head_rows)(acc, ux, uy, uz, ends, i, heads, offset, width, grad_weights + r * heads * width);
     }
 }
 
