@@ -259,15 +259,16 @@ static int NAME(angle_fwd_range)(const T *weights, const T *frames, const T *uni
     FTZ_BEGIN
     const T top = (T)(size - SPARE_TOP);
     for (int64_t i = atom_lo; i < atom_hi; i++) {
+        /* the histograms go straight where the backward pass will read them, if it will */
+        NAME(vec8) *hist = hist_save ? (NAME(vec8) *)hist_save + i * nodes : lanes;
         const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
         if (groups <= MAX_SHARED)
             NAME(spread_shared)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
-                                cos_abs, top, groups, group, first, node, frac, frac + MAX_WIDTH, wt, lanes);
+                                cos_abs, top, groups, group, first, node, frac, frac + MAX_WIDTH, wt, hist);
         else
             NAME(spread_per_head)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
-                                  cos_abs, top, node, frac, planar, (T *)lanes);
-        NAME(table_product)(lanes, (const NAME(vec8) *)table, nodes, dim, heads, acc, out + i * heads * dim);
-        if (hist_save) memcpy(hist_save + i * nodes * 8, lanes, sizeof(NAME(vec8)) * nodes);
+                                  cos_abs, top, node, frac, planar, (T *)hist);
+        NAME(table_product)(hist, (const NAME(vec8) *)table, nodes, dim, heads, acc, out + i * heads * dim);
     }
     FTZ_END
     free(node);
