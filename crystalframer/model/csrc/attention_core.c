@@ -26,17 +26,16 @@
 #include "ftz.h"
 #include "parallel.h"
 
-/* max_frames.c: the axes of one atom's max frames from its (rows, H, W) logits and weights */
-void cf_max_frames_atom_f32(const float *scores, const float *weights, const float *unit_t, const float *vec,
-                            const float *dist2, const float *bias, const float *a, int64_t i, int64_t r0, int64_t r1,
-                            int64_t heads, int64_t width, int stochastic, float half_width1, float half_width2,
-                            uint64_t seed, float *d1, float *d2, uint8_t *found, float *scratch,
-                            float *frames_out);
-void cf_max_frames_atom_f64(const double *scores, const double *weights, const double *unit_t, const double *vec,
-                            const double *dist2, const double *bias, const double *a, int64_t i, int64_t r0,
-                            int64_t r1, int64_t heads, int64_t width, int stochastic, double half_width1,
-                            double half_width2, uint64_t seed, double *d1, double *d2, uint8_t *found,
-                            double *scratch, double *frames_out);
+/* max_frames.c: the axes of one atom's max frames, for some of its heads, from their logits and weights */
+#define DECLARE_FRAME_HEADS(T, SUFFIX)                                                                              \
+void cf_max_frame_heads_##SUFFIX(const T *scores, int64_t sc_row, int64_t sc_head, const T *weights, int64_t wt_row,  \
+                                 int64_t wt_head, const T *rowmax_in, const T *unit_t, const T *vec, const T *dist2,  \
+                                 const T *bias, const T *a, int64_t i, int64_t r0, int64_t r1, int64_t heads,       \
+                                 int64_t h_lo, int64_t h_hi, int64_t width, int stochastic, T half_width1,           \
+                                 T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found, T *scratch,             \
+                                 T *frames_out);
+DECLARE_FRAME_HEADS(float, f32)
+DECLARE_FRAME_HEADS(double, f64)
 
 /* exp(x) for log_floor <= x <= 0 (the only arguments here: logits minus their maximum, floored), in a form the
    compiler vectorizes: x = n·ln2 + r with |r| <= ln2/2, e^r by a polynomial (float: degree 6, double: the (3, 3)
@@ -110,15 +109,18 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
         int64_t most_rows = 1;                                                                                       \
         for (int64_t i = atom_lo; i < atom_hi; i++)                                                                  \
             if (atom_rows[i + 1] - atom_rows[i] > most_rows) most_rows = atom_rows[i + 1] - atom_rows[i];            \
-        scratch = (T *)malloc(sizeof(T) * most_rows * (2 + 2 * width + (logits ? 0 : heads * width)));              \
+        scratch = (T *)malloc(sizeof(T) * most_rows * (3 + 2 * width + heads * width));                             \
         if (!scratch) return -2;                                                                                     \
     }                                                                                                                \
     FTZ_BEGIN                                                                                                        \
     for (int64_t i = atom_lo; i < atom_hi; i++) {                                                                    \
         const int64_t r0 = atom_rows[i], r1 = atom_rows[i + 1];                                                      \
         /* the atom's logits, (rows, H, W) from row r0: the caller's, or the frames' scratch */                      \
-        T *atom_logits = logits ? logits + r0 * heads * width                                                        \
-                                : (d1 ? scratch : NULL);                                                             \
+        T *atom_logits = logits ? logits + r0 * heads * width : (d1 && tapered ? scratch : NULL);                    \
+        /* without the taper, each head's frames are chosen right after its softmax, from its logits kept in       */ \
+        /* head_logits (rows, W) with each row's best valid logit in head_best                                     */ \
+        T *head_logits = d1 && !atom_logits ? scratch : NULL;                                                        \
+        T *head_best = head_logits ? head_logits + (r1 - r0) * width : NULL;                                         \
         const int64_t slots = (r1 - r0) * width;                                                                     \
         int64_t max_end = 0;                                                                                         \
         for (int64_t h = 0; h < heads; h++) {                                                                        \
@@ -130,15 +132,35 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
             ends[i * heads + h] = end;                                                                               \
             max_end = end > max_end ? end : max_end;                                                                 \
             T peak = -INFINITY;                                                                                      \
+            if (head_logits) {                                                                                       \
+                for (int64_t r = r0; r < r1; r++) head_best[r - r0] = -INFINITY;                                     \
+                for (int64_t k = 0; k < (r1 - r0) * width; k++) head_logits[k] = -INFINITY;                          \
+            }                                                                                                        \
             PREFIX_ROWS(                                                                                             \
                 T *w = weights + (r * heads + h) * width;                                                            \
                 const int64_t *ps = pair_slot + r * width;                                                           \
                 const T *d2 = dist2 + r * width;                                                                     \
-                _Pragma("omp simd reduction(max:peak)")                                                              \
-                for (int64_t m = 0; m < mend; m++) {                                                                 \
-                    const T l = q[ps[m]] + ah * d2[m];                                                               \
-                    w[m] = l;                                                                                        \
-                    peak = l > peak ? l : peak;                                                                      \
+                if (head_logits) {                                                                                   \
+                    T *hl = head_logits + (r - r0) * width;                                                          \
+                    const T *bs = bias + r * width;                                                                  \
+                    T best = -INFINITY;                                                                              \
+                    _Pragma("omp simd reduction(max:peak) reduction(max:best)")                                      \
+                    for (int64_t m = 0; m < mend; m++) {                                                             \
+                        const T l = q[ps[m]] + ah * d2[m];                                                           \
+                        w[m] = l;                                                                                    \
+                        hl[m] = l;                                                                                   \
+                        peak = l > peak ? l : peak;                                                                  \
+                        const T v = l + bs[m];                                                                       \
+                        best = v > best ? v : best;                                                                  \
+                    }                                                                                                \
+                    head_best[r - r0] = best;                                                                        \
+                } else {                                                                                             \
+                    _Pragma("omp simd reduction(max:peak)")                                                          \
+                    for (int64_t m = 0; m < mend; m++) {                                                             \
+                        const T l = q[ps[m]] + ah * d2[m];                                                           \
+                        w[m] = l;                                                                                    \
+                        peak = l > peak ? l : peak;                                                                  \
+                    }                                                                                                \
                 }                                                                                                    \
             )                                                                                                        \
             if (atom_logits) {                                                                                       \
@@ -192,6 +214,11 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
                 for (int64_t m = 0; m < mend; m++) p[ps[m]] += w[m];                                                 \
                 for (int64_t m = mend; m < width; m++) w[m] = 0;                                                     \
             }                                                                                                        \
+            if (head_logits)                                                                                         \
+                cf_max_frame_heads_##SUFFIX(head_logits, width, 0, weights + r0 * heads * width, heads * width,      \
+                                            width, head_best, unit_t, vec, dist2, bias, a, i, r0, r1, heads, h,      \
+                                            h + 1, width, stochastic, half_width1, half_width2, seed, d1, d2, found, \
+                                            head_best + (r1 - r0), frames_out);                                      \
         }                                                                                                            \
         T *f = feat + i * heads * bases;                                                                             \
         const int64_t *e = ends + i * heads;                                                                         \
@@ -212,10 +239,11 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
                 }                                                                                                    \
             }                                                                                                        \
         }                                                                                                            \
-        if (d1)                                                                                                      \
-            cf_max_frames_atom_##SUFFIX(atom_logits, weights + r0 * heads * width, unit_t, vec, dist2, bias, a, i,   \
-                                        r0, r1, heads, width, stochastic, half_width1, half_width2, seed, d1, d2,    \
-                                        found, scratch + (logits ? 0 : (r1 - r0) * heads * width), frames_out);      \
+        if (d1 && atom_logits)                                                                                       \
+            cf_max_frame_heads_##SUFFIX(atom_logits, heads * width, width, weights + r0 * heads * width,             \
+                                        heads * width, width, NULL, unit_t, vec, dist2, bias, a, i, r0, r1, heads, 0,\
+                                        heads, width, stochastic, half_width1, half_width2, seed, d1, d2, found,     \
+                                        scratch + (logits ? 0 : (r1 - r0) * heads * width), frames_out);             \
     }                                                                                                                \
     FTZ_END                                                                                                          \
     free(scratch);                                                                                                   \

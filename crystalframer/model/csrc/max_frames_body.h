@@ -15,13 +15,12 @@ static inline T NAME(score2)(T score, const T *e, const T *u, int64_t width, int
     return score + log(f);
 }
 
-/* out[m] = score + bias of a row's slots (valid slots keep their score, the others −inf); returns their maximum. */
-static inline T NAME(row_scores)(const T *sc, const T *bias, int64_t width, T *out) {
+/* The best score + bias of a row's slots (valid slots keep their score, the others are −inf). */
+static inline T NAME(row_best)(const T *sc, const T *bias, int64_t width) {
     T top = -INFINITY;
 #pragma omp simd reduction(max : top)
     for (int64_t m = 0; m < width; m++) {
         const T s = sc[m] + bias[m];
-        out[m] = s;
         top = s > top ? s : top;
     }
     return top;
@@ -47,14 +46,14 @@ static inline T NAME(upper_scores)(const T *sc, const T *bias, const T *e, const
 
 /* Flip `dir` when the chosen slot (score `best`, vector r*) has an exactly tied opposite image and the weighted
    third moment along `dir` is negative. `rowtop` bounds each row's scores (axis 2: its upper bounds). */
-static void NAME(orient)(T *dir, T best, const T *rstar, int axis, const T *scores, const T *weights,
-                         const T *unit_t, const T *vec, const T *dist2, const T *bias, int64_t r0, int64_t r1,
-                         int64_t heads, int64_t h, int64_t width, const T *e1, const T *rowtop) {
+static void NAME(orient)(T *dir, T best, const T *rstar, int axis, const T *scores, int64_t sc_row,
+                         const T *weights, int64_t wt_row, const T *unit_t, const T *vec, const T *dist2,
+                         const T *bias, int64_t r0, int64_t r1, int64_t width, const T *e1, const T *rowtop) {
     const T tol = (T)1000 * EPS * ((T)1 + (best < 0 ? -best : best));
     int tied = 0;
     for (int64_t r = r0; r < r1 && !tied; r++) {
         if (!(rowtop[r - r0] >= best - tol)) continue;
-        const T *sc = scores + ((r - r0) * heads + h) * width;
+        const T *sc = scores + (r - r0) * sc_row;
         for (int64_t m = 0; m < width; m++) {
             const int64_t at = r * width + m;
             if (bias[at] != 0 || !(sc[m] >= best - tol)) continue; /* score2 <= score */
@@ -73,7 +72,7 @@ static void NAME(orient)(T *dir, T best, const T *rstar, int axis, const T *scor
     if (!tied) return;
     T moment = 0, scale = 0;
     for (int64_t r = r0; r < r1; r++) {
-        const T *w = weights + ((r - r0) * heads + h) * width;
+        const T *w = weights + (r - r0) * wt_row;
         for (int64_t m = 0; m < width; m++) {
             const T *v = vec + (r * width + m) * 3;
             const T p = dir[0] * v[0] + dir[1] * v[1] + dir[2] * v[2];
@@ -120,16 +119,21 @@ static void NAME(assemble)(const T *e1, const T *t2_in, int ok1, int ok2, T *f) 
     f[8] = e1[0] * e2[1] - e1[1] * e2[0];
 }
 
-/* Axes 1 and 2 of atom i, all heads. scores, weights: the atom's (rows, H, W) block (row r0 first); unit_t, vec,
-   dist2, bias: the whole batch's; scratch: 2·rows + 2·rows·W values; frames_out (N, H, 3, 3), optional: the
-   assembled frames. */
-void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t, const T *vec, const T *dist2,
+/* Axes 1 and 2 of atom i for heads [h_lo, h_hi). Head h's scores (logits) of row r are at scores + (r − r0)·sc_row
+   + h·sc_head, its weights at weights + (r − r0)·wt_row + h·wt_head (the atom's (rows, H, W) block: sc_row = H·W,
+   sc_head = W; one head's rows: sc_row = W, sc_head = 0). rowmax_in, optional: each row's best valid score
+   (score + bias) of the one head given, computed by the caller. unit_t, vec, dist2, bias: the whole batch's;
+   scratch: 2·rows + 2·rows·W values; frames_out (N, H, 3, 3), optional: the assembled frames. */
+void NAME(cf_max_frame_heads)(const T *scores, int64_t sc_row, int64_t sc_head, const T *weights, int64_t wt_row,
+                              int64_t wt_head, const T *rowmax_in, const T *unit_t, const T *vec, const T *dist2,
                               const T *bias, const T *a, int64_t i, int64_t r0, int64_t r1, int64_t heads,
-                              int64_t width, int stochastic, T half_width1, T half_width2, uint64_t seed, T *d1,
-                              T *d2, uint8_t *found, T *scratch, T *frames_out) {
+                              int64_t h_lo, int64_t h_hi, int64_t width, int stochastic, T half_width1,
+                              T half_width2, uint64_t seed, T *d1, T *d2, uint8_t *found, T *scratch,
+                              T *frames_out) {
     const int64_t rows = r1 - r0;
-    T *rowmax = scratch, *rowup = rowmax + rows, *masked = rowup + rows, *upper = masked + rows * width;
-    for (int64_t h = 0; h < heads; h++) {
+    T *rowmax = scratch, *rowup = rowmax + rows, *upper = rowup + rows;
+    for (int64_t h = h_lo; h < h_hi; h++) {
+        const T *sc_h = scores + h * sc_head, *wt_h = weights + h * wt_head;
         const int64_t ih = i * heads + h;
         T *e1 = d1 + ih * 3, *e2 = d2 + ih * 3;
         e1[0] = e1[1] = e1[2] = e2[0] = e2[1] = e2[2] = 0;
@@ -137,8 +141,7 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
         /* axis 1: the first slot (in slot order) of the best valid score */
         T best = -INFINITY;
         for (int64_t r = r0; r < r1; r++) {
-            const T top = NAME(row_scores)(scores + ((r - r0) * heads + h) * width, bias + r * width, width,
-                                           masked + (r - r0) * width);
+            const T top = rowmax_in ? rowmax_in[r - r0] : NAME(row_best)(sc_h + (r - r0) * sc_row, bias + r * width, width);
             rowmax[r - r0] = top;
             best = top > best ? top : best;
         }
@@ -146,20 +149,21 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
         int64_t pick = -1;
         for (int64_t r = r0; r < r1 && pick < 0; r++) {
             if (rowmax[r - r0] != best) continue;
-            const T *ms = masked + (r - r0) * width;
+            const T *sc = sc_h + (r - r0) * sc_row, *bs = bias + r * width;
             for (int64_t m = 0; m < width; m++)
-                if (ms[m] == best) { pick = r * width + m; break; }
+                if (sc[m] + bs[m] == best) { pick = r * width + m; break; }
         }
         if (stochastic) {
             const T hw = half_width1 * (a[ih] < 0 ? -a[ih] : a[ih]);
             T noisy_best = -INFINITY;
             for (int64_t r = r0; r < r1; r++) {
                 if (!(rowmax[r - r0] >= best - (T)2 * hw)) continue;
-                const T *ms = masked + (r - r0) * width;
+                const T *sc = sc_h + (r - r0) * sc_row, *bs = bias + r * width;
                 for (int64_t m = 0; m < width; m++) {
-                    if (!(ms[m] >= best - (T)2 * hw)) continue;
+                    const T ms = sc[m] + bs[m];
+                    if (!(ms >= best - (T)2 * hw)) continue;
                     const int64_t at = r * width + m;
-                    const T s = ms[m] + (T)(2 * uniform01(seed, 2 * ih, at) - 1) * hw;
+                    const T s = ms + (T)(2 * uniform01(seed, 2 * ih, at) - 1) * hw;
                     if (s > noisy_best) { noisy_best = s; pick = at; }
                 }
             }
@@ -167,13 +171,13 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
         NAME(take)(e1, unit_t, width, pick);
         found[ih * 2] = 1;
         if (!stochastic)
-            NAME(orient)(e1, best, vec + pick * 3, 1, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads, h,
+            NAME(orient)(e1, best, vec + pick * 3, 1, sc_h, sc_row, wt_h, wt_row, unit_t, vec, dist2, bias, r0, r1,
                          width, e1, rowmax);
         /* axis 2 */
         T top_up = -INFINITY;
         int64_t top_row = -1;
         for (int64_t r = r0; r < r1; r++) {
-            const T row_up = NAME(upper_scores)(scores + ((r - r0) * heads + h) * width, bias + r * width, e1,
+            const T row_up = NAME(upper_scores)(sc_h + (r - r0) * sc_row, bias + r * width, e1,
                                                 unit_t + r * 3 * width, width, upper + (r - r0) * width);
             rowup[r - r0] = row_up;
             if (row_up > top_up) { top_up = row_up; top_row = r; }
@@ -183,7 +187,7 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
         for (int64_t m = 0; m < width; m++)
             if (upper[(top_row - r0) * width + m] == top_up) {
                 int ok;
-                lower = NAME(score2)(scores[((top_row - r0) * heads + h) * width + m], e1, unit_t + top_row * 3 * width,
+                lower = NAME(score2)(sc_h[(top_row - r0) * sc_row + m], e1, unit_t + top_row * 3 * width,
                                      width, m, &ok);
                 break;
             }
@@ -191,7 +195,7 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
         int64_t pick2 = -1;
         for (int64_t r = r0; r < r1; r++) {
             if (!(rowup[r - r0] >= lower)) continue;
-            const T *sc = scores + ((r - r0) * heads + h) * width, *up = upper + (r - r0) * width;
+            const T *sc = sc_h + (r - r0) * sc_row, *up = upper + (r - r0) * width;
             for (int64_t m = 0; m < width; m++) {
                 if (!(up[m] >= lower) || !(up[m] > best2)) continue;
                 int ok;
@@ -205,7 +209,7 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
             T noisy_best = -INFINITY;
             for (int64_t r = r0; r < r1; r++) {
                 if (!(rowup[r - r0] >= best2 - (T)2 * hw)) continue;
-                const T *sc = scores + ((r - r0) * heads + h) * width, *up = upper + (r - r0) * width;
+                const T *sc = sc_h + (r - r0) * sc_row, *up = upper + (r - r0) * width;
                 for (int64_t m = 0; m < width; m++) {
                     if (!(up[m] >= best2 - (T)2 * hw)) continue;
                     int ok;
@@ -220,11 +224,11 @@ void NAME(cf_max_frames_atom)(const T *scores, const T *weights, const T *unit_t
         NAME(take)(e2, unit_t, width, pick2);
         found[ih * 2 + 1] = 1;
         if (!stochastic)
-            NAME(orient)(e2, best2, vec + pick2 * 3, 2, scores, weights, unit_t, vec, dist2, bias, r0, r1, heads,
-                         h, width, e1, rowup);
+            NAME(orient)(e2, best2, vec + pick2 * 3, 2, sc_h, sc_row, wt_h, wt_row, unit_t, vec, dist2, bias, r0, r1,
+                         width, e1, rowup);
     }
     if (frames_out)
-        for (int64_t h = 0; h < heads; h++) {
+        for (int64_t h = h_lo; h < h_hi; h++) {
             const int64_t ih = i * heads + h;
             NAME(assemble)(d1 + ih * 3, d2 + ih * 3, found[ih * 2], found[ih * 2 + 1], frames_out + ih * 9);
         }
@@ -241,9 +245,10 @@ static int NAME(max_frames_range)(const T *scores, const T *weights, const T *un
     if (!scratch) return -2;
     for (int64_t i = atom_lo; i < atom_hi; i++) {
         const int64_t r0 = atom_rows[i];
-        NAME(cf_max_frames_atom)(scores + r0 * heads * width, weights + r0 * heads * width, unit_t, vec, dist2, bias,
-                                 a, i, r0, atom_rows[i + 1], heads, width, stochastic, half_width1, half_width2, seed,
-                                 d1, d2, found, scratch, NULL);
+        NAME(cf_max_frame_heads)(scores + r0 * heads * width, heads * width, width, weights + r0 * heads * width,
+                                 heads * width, width, NULL, unit_t, vec, dist2, bias, a, i, r0, atom_rows[i + 1],
+                                 heads, 0, heads, width, stochastic, half_width1, half_width2, seed, d1, d2, found,
+                                 scratch, NULL);
     }
     free(scratch);
     return 0;
