@@ -132,9 +132,9 @@ static int attn_fwd_range_##SUFFIX(const T *qk, const T *a, const T *dist2, cons
             ends[i * heads + h] = end;                                                                               \
             max_end = end > max_end ? end : max_end;                                                                 \
             T peak = -INFINITY;                                                                                      \
-            if (head_logits) {                                                                                       \
+            if (head_logits) { /* rows beyond the prefix (and the last row's tail) hold no logits */                 \
                 for (int64_t r = r0; r < r1; r++) head_best[r - r0] = -INFINITY;                                     \
-                for (int64_t k = 0; k < (r1 - r0) * width; k++) head_logits[k] = -INFINITY;                          \
+                for (int64_t k = end; k < (r1 - r0) * width; k++) head_logits[k] = -INFINITY;                        \
             }                                                                                                        \
             PREFIX_ROWS(                                                                                             \
                 T *w = weights + (r * heads + h) * width;                                                            \

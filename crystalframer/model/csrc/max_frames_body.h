@@ -44,6 +44,18 @@ static inline T NAME(upper_scores)(const T *sc, const T *bias, const T *e, const
     return top;
 }
 
+/* Bit k set where x[k] + y[k] >= threshold (n <= 64 values; y may be NULL): branch-free, so the scans below visit
+   only the candidates, in slot order. */
+static inline uint64_t NAME(at_least)(const T *x, const T *y, int64_t n, T threshold) {
+    uint64_t bits = 0;
+    if (y) {
+        for (int64_t k = 0; k < n; k++) bits |= (uint64_t)(x[k] + y[k] >= threshold) << k;
+    } else {
+        for (int64_t k = 0; k < n; k++) bits |= (uint64_t)(x[k] >= threshold) << k;
+    }
+    return bits;
+}
+
 /* Flip `dir` when the chosen slot (score `best`, vector r*) has an exactly tied opposite image and the weighted
    third moment along `dir` is negative. `rowtop` bounds each row's scores (axis 2: its upper bounds). */
 static void NAME(orient)(T *dir, T best, const T *rstar, int axis, const T *scores, int64_t sc_row,
@@ -159,12 +171,14 @@ void NAME(cf_max_frame_heads)(const T *scores, int64_t sc_row, int64_t sc_head, 
             for (int64_t r = r0; r < r1; r++) {
                 if (!(rowmax[r - r0] >= best - (T)2 * hw)) continue;
                 const T *sc = sc_h + (r - r0) * sc_row, *bs = bias + r * width;
-                for (int64_t m = 0; m < width; m++) {
-                    const T ms = sc[m] + bs[m];
-                    if (!(ms >= best - (T)2 * hw)) continue;
-                    const int64_t at = r * width + m;
-                    const T s = ms + (T)(2 * uniform01(seed, 2 * ih, at) - 1) * hw;
-                    if (s > noisy_best) { noisy_best = s; pick = at; }
+                for (int64_t m0 = 0; m0 < width; m0 += 64) {
+                    for (uint64_t bits = NAME(at_least)(sc + m0, bs + m0, width - m0 < 64 ? width - m0 : 64,
+                                                        best - (T)2 * hw);
+                         bits; bits &= bits - 1) {
+                        const int64_t m = m0 + __builtin_ctzll(bits), at = r * width + m;
+                        const T s = sc[m] + bs[m] + (T)(2 * uniform01(seed, 2 * ih, at) - 1) * hw;
+                        if (s > noisy_best) { noisy_best = s; pick = at; }
+                    }
                 }
             }
         }
@@ -196,11 +210,15 @@ void NAME(cf_max_frame_heads)(const T *scores, int64_t sc_row, int64_t sc_head, 
         for (int64_t r = r0; r < r1; r++) {
             if (!(rowup[r - r0] >= lower)) continue;
             const T *sc = sc_h + (r - r0) * sc_row, *up = upper + (r - r0) * width;
-            for (int64_t m = 0; m < width; m++) {
-                if (!(up[m] >= lower) || !(up[m] > best2)) continue;
-                int ok;
-                const T s = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
-                if (ok && s > best2) { best2 = s; pick2 = r * width + m; }
+            for (int64_t m0 = 0; m0 < width; m0 += 64) {
+                for (uint64_t bits = NAME(at_least)(up + m0, NULL, width - m0 < 64 ? width - m0 : 64, lower); bits;
+                     bits &= bits - 1) {
+                    const int64_t m = m0 + __builtin_ctzll(bits);
+                    if (!(up[m] > best2)) continue;
+                    int ok;
+                    const T s = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
+                    if (ok && s > best2) { best2 = s; pick2 = r * width + m; }
+                }
             }
         }
         if (pick2 < 0) continue;
@@ -210,14 +228,18 @@ void NAME(cf_max_frame_heads)(const T *scores, int64_t sc_row, int64_t sc_head, 
             for (int64_t r = r0; r < r1; r++) {
                 if (!(rowup[r - r0] >= best2 - (T)2 * hw)) continue;
                 const T *sc = sc_h + (r - r0) * sc_row, *up = upper + (r - r0) * width;
-                for (int64_t m = 0; m < width; m++) {
-                    if (!(up[m] >= best2 - (T)2 * hw)) continue;
-                    int ok;
-                    const T s2 = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
-                    if (!ok || !(s2 >= best2 - (T)2 * hw)) continue;
-                    const int64_t at = r * width + m;
-                    const T s = s2 + (T)(2 * uniform01(seed, 2 * ih + 1, at) - 1) * hw;
-                    if (s > noisy_best) { noisy_best = s; pick2 = at; }
+                for (int64_t m0 = 0; m0 < width; m0 += 64) {
+                    for (uint64_t bits = NAME(at_least)(up + m0, NULL, width - m0 < 64 ? width - m0 : 64,
+                                                        best2 - (T)2 * hw);
+                         bits; bits &= bits - 1) {
+                        const int64_t m = m0 + __builtin_ctzll(bits);
+                        int ok;
+                        const T s2 = NAME(score2)(sc[m], e1, unit_t + r * 3 * width, width, m, &ok);
+                        if (!ok || !(s2 >= best2 - (T)2 * hw)) continue;
+                        const int64_t at = r * width + m;
+                        const T s = s2 + (T)(2 * uniform01(seed, 2 * ih + 1, at) - 1) * hw;
+                        if (s > noisy_best) { noisy_best = s; pick2 = at; }
+                    }
                 }
             }
         }
