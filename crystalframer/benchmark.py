@@ -141,30 +141,30 @@ def _prepare(name: str, structures: Sequence[Any], batch_size: int, device: str,
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    def train() -> float:
-        model.train()
-        sync()
-        t0 = time.perf_counter()
-        for b in batches:
-            loss = (model(b) - b.target).abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sync()
-        return time.perf_counter() - t0
+    def train_step(b: Any) -> None:
+        loss = (model(b) - b.target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
 
-    def infer() -> float:
-        model.eval()
+    def infer_step(b: Any) -> None:
+        with torch.no_grad():
+            model(b)
+
+    def timed(step, training: bool, which: Sequence[Any]) -> float:
+        model.train(training)
         sync()
         t0 = time.perf_counter()
-        with torch.no_grad():
-            for b in batches:
-                model(b)
+        for b in which:
+            step(b)
         sync()
         return time.perf_counter() - t0
 
     return {"model": model, "cfg": cfg, "graphs": graphs, "structures": sum(b.num_graphs for b in batches),
-            "train": train, "infer": infer, "device": dev}
+            "batches": batches, "train": lambda: timed(train_step, True, batches),
+            "infer": lambda: timed(infer_step, False, batches),
+            "train_batch": lambda b: timed(train_step, True, [b]), "infer_batch": lambda b: timed(infer_step, False, [b]),
+            "device": dev}
 
 
 def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int, device: str,
@@ -191,17 +191,24 @@ def run_one(name: str, structures: Sequence[Any], batch_size: int, repeats: int,
 
 def run_paired(names: Sequence[str], structures: Sequence[Any], batch_size: int, repeats: int, device: str,
                cutoff_sigmas: float | None = None) -> dict[str, Any]:
-    """Cost ratios to ``none`` measured in one process, the models' passes interleaved round by round: each round
-    times a training and an inference pass of every model back to back, and each ratio is the median over rounds
-    of that round's ratio. A shared machine's speed drifts by ±20 % and more between the separate processes of
-    the main table; within a round both models see the same machine."""
+    """Cost ratios to ``none`` measured in one process, the models interleaved batch by batch: each round times,
+    for every batch in turn, a training step of every model, then likewise an inference step; a round's time of a
+    model is the sum over its batches, and each ratio is the median over rounds of that round's ratio. A shared
+    machine's speed drifts by ±20 % and more within a second; interleaving at the batch level lets both models see
+    the same machine."""
     runs = {name: _prepare(name, structures, batch_size, device, cutoff_sigmas) for name in names}
     for run in runs.values():
         run["train"]()
         run["infer"]()  # warm-up
+    count = min(len(run["batches"]) for run in runs.values())
     rounds: list[dict[str, dict[str, float]]] = []
     for _ in range(repeats):
-        rounds.append({name: {"train": run["train"](), "infer": run["infer"]()} for name, run in runs.items()})
+        totals = {name: {"train": 0.0, "infer": 0.0} for name in runs}
+        for label in ("train", "infer"):
+            for k in range(count):
+                for name, run in runs.items():
+                    totals[name][label] += run[f"{label}_batch"](run["batches"][k])
+        rounds.append(totals)
     ratios = {name: {label: float(np.median([r[name][label] / r["none"][label] for r in rounds]))
                      for label in ("train", "infer")} for name in names if name != "none"}
     return {"ratios": ratios, "rounds": rounds}

@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from crystalframer.model.config import ModelConfig
-from crystalframer.model.features import (AngleGrid, angle_centers, angle_table_lanes, angle_term_exact, angle_term_grid,
-                                         angle_width, slot_cosines)
+from crystalframer.model.features import (AngleGrid, angle_centers, angle_gaussians, angle_table_lanes, angle_term_exact,
+                                         angle_term_grid, angle_width, slot_cosines)
 from crystalframer.model.frames import (FrameSampling, global_pca_frames, lattice_frames, max_frame_request, max_frames,
                                          weighted_pca_frames)
 from crystalframer.model.geometry import EdgeGeometry
@@ -102,7 +102,8 @@ class PeriodicAttention(nn.Module):
         """Σ_k P_kh Σ_m w_m g(e_k·r̂_m): (N, H, head_dim), by the configured ``angle_features`` path. ``ends``: the
         attention kernel's count of each (atom, head)'s slots inside the cutoff, or None."""
         cfg = self.cfg
-        centers = angle_centers(cfg.angle_bases, cfg.cos_abs, weights.dtype, weights.device)
+        centers = self._angle_constant("centers", weights, lambda: angle_centers(
+            cfg.angle_bases, cfg.cos_abs, weights.dtype, weights.device))
         width = angle_width(cfg.angle_bases, cfg.angle_width_scale, cfg.cos_abs)
         if cfg.angle_features == "grid":  # slots without a direction (the zero image) are skipped there
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
@@ -120,15 +121,27 @@ class PeriodicAttention(nn.Module):
         """The angle table of the CPU kernel (:func:`angle_table_lanes`); without gradients it only changes with
         the projection's values, so inference reuses it across batches."""
         proj = self.pe_angle_proj
+        basis = self._angle_constant("basis", proj, lambda: angle_gaussians(
+            grid.nodes(proj.dtype, proj.device), centers.to(proj.dtype), width))
         if torch.is_grad_enabled() and proj.requires_grad:
-            return angle_table_lanes(proj, centers, width, grid)
+            return angle_table_lanes(proj, centers, width, grid, basis)
         key = (proj.data_ptr(), proj._version, proj.dtype, proj.device, grid.size, width)
         cached = getattr(self, "_table_cache", None)
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                cached = (key, angle_table_lanes(proj, centers, width, grid))
+                cached = (key, angle_table_lanes(proj, centers, width, grid, basis))
             self._table_cache = cached
         return cached[1]
+
+    def _angle_constant(self, name: str, like: torch.Tensor, make) -> torch.Tensor:
+        """A tensor that depends only on the configuration (angle centres, the Gaussians at the grid nodes), made
+        once per dtype and device."""
+        cache = self.__dict__.setdefault("_angle_constants", {})
+        key = (name, like.dtype, like.device)
+        if key not in cache:
+            with torch.no_grad():
+                cache[key] = make()
+        return cache[key]
 
     @staticmethod
     def _slot_attention(qk: torch.Tensor, a: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor,

@@ -296,14 +296,18 @@ class _GridAngleTerm(torch.autograd.Function):
         return grad_weights, grad_table, None, None, None, None, None, None
 
 
-def angle_table_lanes(proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid) -> torch.Tensor:
+def angle_table_lanes(proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
+                      basis: torch.Tensor | None = None) -> torch.Tensor:
     """The projected basis P_kh g(x_p) at the grid nodes in the CPU kernel's head lanes: (3, G, head_dim, 8),
-    heads beyond H zero; one matrix product, differentiable in ``proj`` (3, H, head_dim, D)."""
-    h, dim, bases = proj.shape[1], proj.shape[2], proj.shape[3]
-    basis = angle_gaussians(grid.nodes(proj.dtype, proj.device), centers.to(proj.dtype), width)  # (G, D)
-    lanes = torch.nn.functional.pad(proj, (0, 0, 0, 0, 0, ANGLE_LANES - h)).permute(3, 0, 2, 1)  # (D, 3, e, 8)
-    table = (basis @ lanes.reshape(bases, -1)).view(grid.size, 3, dim, ANGLE_LANES)
-    return table.transpose(0, 1).contiguous()
+    heads beyond H zero; one matrix product, differentiable in ``proj`` (3, H, head_dim, D). ``basis``: the
+    (G, D) Gaussians at the nodes, if the caller has them."""
+    k, h, dim, bases = proj.shape
+    if basis is None:
+        basis = angle_gaussians(grid.nodes(proj.dtype, proj.device), centers.to(proj.dtype), width)  # (G, D)
+    table = (proj.reshape(-1, bases) @ basis.T).view(k, h, dim, grid.size).permute(0, 3, 2, 1)  # (3, G, e, H)
+    if h < ANGLE_LANES:
+        table = torch.nn.functional.pad(table, (0, ANGLE_LANES - h))
+    return table.contiguous()
 
 
 def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Tensor, row_atom: torch.Tensor,
