@@ -38,6 +38,8 @@
 #define SPARE_TOP 6 /* u ≤ G − 6: nodes u − 2 … u + 5 (six taps and two zero lanes) stay inside the grid */
 #define MAX_SHARED 5 /* above this many distinct frames per atom, the per-head way is faster */
 #define PRODUCT_DIM 16 /* head_dim of the presets: its table products keep their accumulators in registers */
+#define ATOM_BLOCK 32 /* atoms whose table products share each pass over the table */
+#define NODE_CHUNK 32 /* table nodes per chunk: 32 × 16 × 8 floats = 16 KB, in the L1 cache */
 
 /* How many of a row's slots are inside head h's softmax. */
 static inline int64_t row_count(const int64_t *ends, int64_t i, int64_t h, int64_t heads, int64_t offset,

@@ -215,29 +215,80 @@ static void NAME(spread_shared)(const T *weights, const T *frames, const T *unit
     }
 }
 
-/* out[h, e] = Σ_q lanes[q][h] · table[q][e][h] for one atom (q over the 3G nodes of the three axes): the term's
-   value, with the table in head lanes (3G, D, 8), so that every product is one 8-lane multiply-add. */
-static void NAME(table_product)(const NAME(vec8) *lanes, const NAME(vec8) *table, int64_t nodes, int64_t dim,
-                                int64_t heads, NAME(vec8) *acc, T *out) {
-    if (dim == PRODUCT_DIM) { /* the presets' head_dim: the accumulators stay in registers */
-        NAME(vec8) r[PRODUCT_DIM] = {{0}};
-        for (int64_t q = 0; q < nodes; q++) {
-            const NAME(vec8) lv = lanes[q];
-            const NAME(vec8) *tq = table + q * PRODUCT_DIM;
+/* The products with the table (3G, D, 8) for a block of `count` atoms whose histograms (or histogram gradients)
+   are consecutive (3G, 8) arrays: the table is read in chunks of NODE_CHUNK nodes that stay in the L1 cache while
+   every atom of the block uses them (one pass per atom was bound by reading the whole 244 KB table from L2).
+   forward:  acc[k][e][h] = Σ_q hist[k][q][h] · table[q][e][h]                      (acc: count × D, zeroed here)
+   gradient: lanes[k][q][h] = Σ_e table[q][e][h] · g[k][e][h]                       (the histograms' gradient)
+   table:    gtable[q][e][h] += Σ_k hist[k][q][h] · g[k][e][h]                       (the table's gradient) */
+static void NAME(block_forward)(const NAME(vec8) *hist, int64_t count, const NAME(vec8) *table, int64_t nodes,
+                                int64_t dim, NAME(vec8) *acc) {
+    memset(acc, 0, sizeof(NAME(vec8)) * count * dim);
+    for (int64_t q0 = 0; q0 < nodes; q0 += NODE_CHUNK) {
+        const int64_t q1 = q0 + NODE_CHUNK < nodes ? q0 + NODE_CHUNK : nodes;
+        for (int64_t k = 0; k < count; k++) {
+            const NAME(vec8) *hk = hist + k * nodes;
+            NAME(vec8) *ak = acc + k * dim;
+            if (dim == PRODUCT_DIM) { /* the presets' head_dim: the accumulators stay in registers */
+                NAME(vec8) r[PRODUCT_DIM];
+                memcpy(r, ak, sizeof r);
+                for (int64_t q = q0; q < q1; q++) {
+                    const NAME(vec8) lv = hk[q];
+                    const NAME(vec8) *tq = table + q * PRODUCT_DIM;
 #pragma GCC unroll 16
-            for (int e = 0; e < PRODUCT_DIM; e++) r[e] += lv * tq[e];
-        }
-        memcpy(acc, r, sizeof r);
-    } else {
-        memset(acc, 0, sizeof(NAME(vec8)) * dim);
-        for (int64_t q = 0; q < nodes; q++) {
-            const NAME(vec8) lv = lanes[q];
-            const NAME(vec8) *tq = table + q * dim;
-            for (int64_t e = 0; e < dim; e++) acc[e] += lv * tq[e];
+                    for (int e = 0; e < PRODUCT_DIM; e++) r[e] += lv * tq[e];
+                }
+                memcpy(ak, r, sizeof r);
+            } else {
+                for (int64_t q = q0; q < q1; q++) {
+                    const NAME(vec8) lv = hk[q];
+                    const NAME(vec8) *tq = table + q * dim;
+                    for (int64_t e = 0; e < dim; e++) ak[e] += lv * tq[e];
+                }
+            }
         }
     }
-    for (int64_t h = 0; h < heads; h++)
-        for (int64_t e = 0; e < dim; e++) out[h * dim + e] = acc[e][h];
+}
+
+static void NAME(block_backward)(const NAME(vec8) *hist, const NAME(vec8) *g, int64_t count,
+                                 const NAME(vec8) *table, int64_t nodes, int64_t dim, NAME(vec8) *lanes,
+                                 NAME(vec8) *gtable) {
+    for (int64_t q0 = 0; q0 < nodes; q0 += NODE_CHUNK) {
+        const int64_t q1 = q0 + NODE_CHUNK < nodes ? q0 + NODE_CHUNK : nodes;
+        for (int64_t k = 0; k < count; k++) {
+            const NAME(vec8) *gk = g + k * dim;
+            NAME(vec8) *lk = lanes + k * nodes;
+            for (int64_t q = q0; q < q1; q++) {
+                const NAME(vec8) *tq = table + q * dim;
+                NAME(vec8) s0 = {0}, s1 = {0};
+                int64_t e = 0;
+                for (; e + 1 < dim; e += 2) {
+                    s0 += tq[e] * gk[e];
+                    s1 += tq[e + 1] * gk[e + 1];
+                }
+                if (e < dim) s0 += tq[e] * gk[e];
+                lk[q] = s0 + s1;
+            }
+        }
+    }
+    for (int64_t q = 0; q < nodes; q++) {
+        NAME(vec8) *gq = gtable + q * dim;
+        if (dim == PRODUCT_DIM) { /* the accumulators stay in registers over the block's atoms */
+            NAME(vec8) r[PRODUCT_DIM];
+            memcpy(r, gq, sizeof r);
+            for (int64_t k = 0; k < count; k++) {
+                const NAME(vec8) hq = hist[k * nodes + q], *gk = g + k * PRODUCT_DIM;
+#pragma GCC unroll 16
+                for (int e = 0; e < PRODUCT_DIM; e++) r[e] += hq * gk[e];
+            }
+            memcpy(gq, r, sizeof r);
+        } else {
+            for (int64_t k = 0; k < count; k++) {
+                const NAME(vec8) hq = hist[k * nodes + q], *gk = g + k * dim;
+                for (int64_t e = 0; e < dim; e++) gq[e] += hq * gk[e];
+            }
+        }
+    }
 }
 
 /* The framed angle term Σ_k P_kh Σ_m w_m g(c_mk) of atoms [atom_lo, atom_hi) (heads ≤ 8): out (N, H, D); the
@@ -250,25 +301,34 @@ static int NAME(angle_fwd_range)(const T *weights, const T *frames, const T *uni
     const int64_t nodes = 3 * size;
     int32_t *node = (int32_t *)malloc(sizeof(int32_t) * MAX_AXES * MAX_WIDTH);
     T *frac = (T *)malloc(sizeof(T) * (2 * MAX_AXES * MAX_WIDTH + 24 * size));
-    NAME(vec8) *wt = (NAME(vec8) *)aligned_alloc(sizeof(NAME(vec8)), sizeof(NAME(vec8)) * (MAX_WIDTH + nodes + dim + 8));
+    NAME(vec8) *wt = (NAME(vec8) *)aligned_alloc(
+        sizeof(NAME(vec8)), sizeof(NAME(vec8)) * (MAX_WIDTH + ATOM_BLOCK * (dim + (hist_save ? 0 : nodes))));
     if (!node || !frac || !wt) { free(node); free(frac); free(wt); return -2; }
-    NAME(vec8) *lanes = wt + MAX_WIDTH, *acc = lanes + nodes;
+    NAME(vec8) *acc = wt + MAX_WIDTH, *block_hist = acc + ATOM_BLOCK * dim;
     T *planar = frac + 2 * MAX_AXES * MAX_WIDTH;
     int group[8];
     int64_t first[8];
     FTZ_BEGIN
     const T top = (T)(size - SPARE_TOP);
-    for (int64_t i = atom_lo; i < atom_hi; i++) {
+    for (int64_t b0 = atom_lo; b0 < atom_hi; b0 += ATOM_BLOCK) {
+        const int64_t b1 = b0 + ATOM_BLOCK < atom_hi ? b0 + ATOM_BLOCK : atom_hi;
         /* the histograms go straight where the backward pass will read them, if it will */
-        NAME(vec8) *hist = hist_save ? (NAME(vec8) *)hist_save + i * nodes : lanes;
-        const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
-        if (groups <= MAX_SHARED)
-            NAME(spread_shared)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
-                                cos_abs, top, groups, group, first, node, frac, frac + MAX_WIDTH, wt, hist);
-        else
-            NAME(spread_per_head)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
-                                  cos_abs, top, node, frac, planar, (T *)hist);
-        NAME(table_product)(hist, (const NAME(vec8) *)table, nodes, dim, heads, acc, out + i * heads * dim);
+        NAME(vec8) *hist = hist_save ? (NAME(vec8) *)hist_save + b0 * nodes : block_hist;
+        for (int64_t i = b0; i < b1; i++) {
+            NAME(vec8) *hist_i = hist + (i - b0) * nodes;
+            const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
+            if (groups <= MAX_SHARED)
+                NAME(spread_shared)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start,
+                                    inv_step, cos_abs, top, groups, group, first, node, frac, frac + MAX_WIDTH, wt,
+                                    hist_i);
+            else
+                NAME(spread_per_head)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start,
+                                      inv_step, cos_abs, top, node, frac, planar, (T *)hist_i);
+        }
+        NAME(block_forward)(hist, b1 - b0, (const NAME(vec8) *)table, nodes, dim, acc);
+        for (int64_t i = b0; i < b1; i++)
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t e = 0; e < dim; e++) out[(i * heads + h) * dim + e] = acc[(i - b0) * dim + e][h];
     }
     FTZ_END
     free(node);
@@ -346,6 +406,13 @@ static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t 
 /* Backward of cf_angle_fwd for atoms [atom_lo, atom_hi): grad_out (N, H, D) → grad_weights (R, H, W) (slots that
    do not count get 0) and, added into grad_table (3G, D, 8) (the caller gives each thread its own), Σ_i
    hist_i[q][h] · grad_out[i, h, e]. hist_save: the forward's (N, 3G, 8) histograms. */
+/* The gradient of atom i in head lanes: g[e][h] = grad_out[i, h, e]. */
+static inline void NAME(grad_lanes)(const T *grad_out, int64_t i, int64_t heads, int64_t dim, NAME(vec8) *g) {
+    memset(g, 0, sizeof(NAME(vec8)) * dim);
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t e = 0; e < dim; e++) g[e][h] = grad_out[(i * heads + h) * dim + e];
+}
+
 static int NAME(angle_bwd_range)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
                        int64_t atom_lo, int64_t atom_hi, int64_t heads, int64_t width, int64_t size, T start,
                        T inv_step, int cos_abs, const T *table, int64_t dim, const T *grad_out, const T *hist_save,
@@ -354,64 +421,34 @@ static int NAME(angle_bwd_range)(const T *frames, const T *unit_t, const int64_t
     const int64_t nodes = 3 * size;
     int32_t node[3 * MAX_WIDTH];
     T *frac = (T *)malloc(sizeof(T) * (21 * MAX_WIDTH + 24 * size));
-    NAME(vec8) *acc = (NAME(vec8) *)aligned_alloc(sizeof(NAME(vec8)), sizeof(NAME(vec8)) * (MAX_WIDTH + nodes + dim + 8));
+    NAME(vec8) *acc = (NAME(vec8) *)aligned_alloc(
+        sizeof(NAME(vec8)), sizeof(NAME(vec8)) * (MAX_WIDTH + ATOM_BLOCK * (nodes + dim)));
     if (!frac || !acc) { free(frac); free(acc); return -2; }
-    NAME(vec8) *lanes = acc + MAX_WIDTH, *g_lanes = lanes + nodes;
+    NAME(vec8) *block_lanes = acc + MAX_WIDTH, *block_g = block_lanes + ATOM_BLOCK * nodes;
     T *planar = frac + 21 * MAX_WIDTH;
-    const NAME(vec8) *tl = (const NAME(vec8) *)table;
-    NAME(vec8) *gtl = (NAME(vec8) *)grad_table;
     int group[8];
     int64_t first[8];
     FTZ_BEGIN
     const T top = (T)(size - SPARE_TOP);
-    for (int64_t i = atom_lo; i < atom_hi; i++) {
-        /* the gradient in head lanes: g_lanes[e][h] = grad_out[i, h, e] */
-        memset(g_lanes, 0, sizeof(NAME(vec8)) * dim);
-        for (int64_t h = 0; h < heads; h++)
-            for (int64_t e = 0; e < dim; e++) g_lanes[e][h] = grad_out[(i * heads + h) * dim + e];
-        const NAME(vec8) *hist = (const NAME(vec8) *)hist_save + i * nodes;
-        /* histogram gradient lanes[q][h] = Σ_e table[q][e][h] · grad_out[i, h, e]; table gradient */
-        if (dim == PRODUCT_DIM) {
-            NAME(vec8) g[PRODUCT_DIM];
-            memcpy(g, g_lanes, sizeof g);
-            for (int64_t q = 0; q < nodes; q++) {
-                const NAME(vec8) *tq = tl + q * PRODUCT_DIM;
-                NAME(vec8) *gq = gtl + q * PRODUCT_DIM;
-                const NAME(vec8) hq = hist[q];
-                NAME(vec8) s0 = {0}, s1 = {0};
-#pragma GCC unroll 16
-                for (int e = 0; e < PRODUCT_DIM; e += 2) {
-                    s0 += tq[e] * g[e];
-                    s1 += tq[e + 1] * g[e + 1];
-                    gq[e] += hq * g[e];
-                    gq[e + 1] += hq * g[e + 1];
-                }
-                lanes[q] = s0 + s1;
-            }
-        } else {
-            for (int64_t q = 0; q < nodes; q++) {
-                NAME(vec8) sum = {0};
-                const NAME(vec8) *tq = tl + q * dim;
-                NAME(vec8) *gq = gtl + q * dim;
-                const NAME(vec8) hq = hist[q];
-                for (int64_t e = 0; e < dim; e++) {
-                    sum += tq[e] * g_lanes[e];
-                    gq[e] += hq * g_lanes[e];
-                }
-                lanes[q] = sum;
-            }
-        }
+    for (int64_t b0 = atom_lo; b0 < atom_hi; b0 += ATOM_BLOCK) {
+        const int64_t b1 = b0 + ATOM_BLOCK < atom_hi ? b0 + ATOM_BLOCK : atom_hi;
+        for (int64_t i = b0; i < b1; i++) NAME(grad_lanes)(grad_out, i, heads, dim, block_g + (i - b0) * dim);
+        NAME(block_backward)((const NAME(vec8) *)hist_save + b0 * nodes, block_g, b1 - b0,
+                             (const NAME(vec8) *)table, nodes, dim, block_lanes, (NAME(vec8) *)grad_table);
         if (!grad_weights) continue;
-        const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
-        if (groups <= MAX_SHARED) {
-            NAME(gather_shared)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step, cos_abs,
-                                top, groups, group, first, node, frac, frac + 3 * MAX_WIDTH, acc, lanes,
-                                grad_weights);
-        } else {
-            for (int64_t h = 0; h < heads; h++)
-                for (int64_t q = 0; q < nodes; q++) planar[h * nodes + q] = lanes[q][h];
-            NAME(gather_per_head)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step, cos_abs,
-                                  top, node, frac, planar, grad_weights);
+        for (int64_t i = b0; i < b1; i++) {
+            const NAME(vec8) *lanes = block_lanes + (i - b0) * nodes;
+            const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
+            if (groups <= MAX_SHARED) {
+                NAME(gather_shared)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step, cos_abs,
+                                    top, groups, group, first, node, frac, frac + 3 * MAX_WIDTH, acc, lanes,
+                                    grad_weights);
+            } else {
+                for (int64_t h = 0; h < heads; h++)
+                    for (int64_t q = 0; q < nodes; q++) planar[h * nodes + q] = lanes[q][h];
+                NAME(gather_per_head)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step,
+                                      cos_abs, top, node, frac, planar, grad_weights);
+            }
         }
     }
     FTZ_END
