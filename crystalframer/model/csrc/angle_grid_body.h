@@ -53,17 +53,23 @@ static inline void NAME(lagrange_lines)(const T *frac, int64_t width, T *lam) {
     }
 }
 
-/* Heads of atom i with bitwise equal frames share a group: group[h] is the group of head h; returns the number of
-   groups. Equal frames give equal cosines, so their items can share stencils (angle_grid.c). */
-static int NAME(frame_groups)(const T *frames_i, int64_t heads, int *group, int64_t *first) {
-    int count = 0;
-    for (int64_t h = 0; h < heads; h++) {
-        group[h] = -1;
-        for (int g = 0; g < count && group[h] < 0; g++)
-            if (memcmp(frames_i + h * 9, frames_i + first[g] * 9, 9 * sizeof(T)) == 0) group[h] = g;
-        if (group[h] < 0) { first[count] = h; group[h] = count++; }
+/* Per frame axis a, heads of atom i whose axis vectors are bitwise equal share a group: group[a][h] is the group
+   of head h, first[a][g] its first head, count[a] the number of groups. Equal axes give equal cosines, so their
+   items can share stencils (angle_grid.c); returns the total number of groups over the three axes. */
+static int NAME(axis_groups)(const T *frames_i, int64_t heads, int count[3], int64_t first[3][8], int group[3][8]) {
+    int total = 0;
+    for (int a = 0; a < 3; a++) {
+        count[a] = 0;
+        for (int64_t h = 0; h < heads; h++) {
+            group[a][h] = -1;
+            for (int g = 0; g < count[a] && group[a][h] < 0; g++)
+                if (memcmp(frames_i + h * 9 + 3 * a, frames_i + first[a][g] * 9 + 3 * a, 3 * sizeof(T)) == 0)
+                    group[a][h] = g;
+            if (group[a][h] < 0) { first[a][count[a]] = h; group[a][h] = count[a]++; }
+        }
+        total += count[a];
     }
-    return count;
+    return total;
 }
 
 /* Eight rows (heads) of eight slots → eight slots of eight heads: the classic three-stage vector transpose. */
@@ -182,33 +188,35 @@ static void NAME(spread_per_head)(const T *weights, const T *frames, const T *un
         for (int64_t q = 0; q < 3 * size; q++) lanes[q * 8 + h] = planar[h * 3 * size + q];
 }
 
-/* One atom whose heads share few frames: per (slot, group, axis) one stencil, and each of its six nodes gets the
-   group's weights of all heads at once, as one 8-lane (head) vector, in the atom's (3G, 8) head lanes. */
+/* One atom whose heads share few axes: per (slot, axis, group of heads with that axis vector) one stencil, and
+   each of its six nodes gets the group's weights of all heads at once, as one 8-lane (head) vector, in the atom's
+   (3G, 8) head lanes. */
 static void NAME(spread_shared)(const T *weights, const T *frames, const T *unit_t, const int64_t *atom_rows,
                                 const int64_t *ends, int64_t i, int64_t heads, int64_t width, int64_t size, T start,
-                                T inv_step, int cos_abs, T top, int groups, const int *group, const int64_t *first,
-                                int32_t *node, T *frac, T *lam, NAME(vec8) *wt, NAME(vec8) *lanes) {
-    NAME(vec8) mask[8];
-    for (int g = 0; g < groups; g++)
-        for (int64_t h = 0; h < 8; h++) mask[g][h] = (h < heads && group[h] == g) ? (T)1 : (T)0;
+                                T inv_step, int cos_abs, T top, const int count[3], const int64_t first[3][8],
+                                const int group[3][8], int32_t *node, T *frac, T *lam, NAME(vec8) *wt,
+                                NAME(vec8) *lanes) {
+    NAME(vec8) mask[3][8];
+    for (int a = 0; a < 3; a++)
+        for (int g = 0; g < count[a]; g++)
+            for (int64_t h = 0; h < 8; h++) mask[a][g][h] = (h < heads && group[a][h] == g) ? (T)1 : (T)0;
     memset(lanes, 0, sizeof(NAME(vec8)) * 3 * size);
     for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
         const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
         NAME(head_lanes)(weights + r * heads * width, ux, uy, uz, ends, i, heads, (r - atom_rows[i]) * width, width,
                          wt);
-        for (int g = 0; g < groups; g++) {
-            const T *frame = frames + (i * heads + first[g]) * 9;
-            for (int64_t a = 0; a < 3; a++) {
-                NAME(stencils)(frame + 3 * a, ux, uy, uz, width, cos_abs, start, inv_step, top, node + a * width,
-                               frac);
-                NAME(lagrange_lines)(frac, width, lam + 6 * a * width);
-            }
-            for (int64_t m = 0; m < width; m++) {
-                const NAME(vec8) wv = groups == 1 ? wt[m] : wt[m] * mask[g];
-                for (int64_t a = 0; a < 3; a++) {
-                    const T *la = lam + 6 * a * width + m;
-                    NAME(vec8) *at = lanes + a * size + node[a * width + m];
-                    for (int s = 0; s < 6; s++) at[s] += la[s * width] * wv;
+        for (int a = 0; a < 3; a++) {
+            NAME(vec8) *lanes_a = lanes + a * size;
+            for (int g = 0; g < count[a]; g++) {
+                NAME(stencils)(frames + (i * heads + first[a][g]) * 9 + 3 * a, ux, uy, uz, width, cos_abs, start,
+                               inv_step, top, node, frac);
+                NAME(lagrange_lines)(frac, width, lam);
+                const NAME(vec8) mg = mask[a][g];
+                const int alone = count[a] == 1;
+                for (int64_t m = 0; m < width; m++) {
+                    const NAME(vec8) wv = alone ? wt[m] : wt[m] * mg;
+                    NAME(vec8) *at = lanes_a + node[m];
+                    for (int s = 0; s < 6; s++) at[s] += lam[s * width + m] * wv;
                 }
             }
         }
@@ -306,8 +314,8 @@ static int NAME(angle_fwd_range)(const T *weights, const T *frames, const T *uni
     if (!node || !frac || !wt) { free(node); free(frac); free(wt); return -2; }
     NAME(vec8) *acc = wt + MAX_WIDTH, *block_hist = acc + ATOM_BLOCK * dim;
     T *planar = frac + 2 * MAX_AXES * MAX_WIDTH;
-    int group[8];
-    int64_t first[8];
+    int count[3], group[3][8];
+    int64_t first[3][8];
     FTZ_BEGIN
     const T top = (T)(size - SPARE_TOP);
     for (int64_t b0 = atom_lo; b0 < atom_hi; b0 += ATOM_BLOCK) {
@@ -316,11 +324,10 @@ static int NAME(angle_fwd_range)(const T *weights, const T *frames, const T *uni
         NAME(vec8) *hist = hist_save ? (NAME(vec8) *)hist_save + b0 * nodes : block_hist;
         for (int64_t i = b0; i < b1; i++) {
             NAME(vec8) *hist_i = hist + (i - b0) * nodes;
-            const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
-            if (groups <= MAX_SHARED)
+            if (NAME(axis_groups)(frames + i * heads * 9, heads, count, first, group) <= 3 * MAX_SHARED)
                 NAME(spread_shared)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start,
-                                    inv_step, cos_abs, top, groups, group, first, node, frac, frac + MAX_WIDTH, wt,
-                                    hist_i);
+                                    inv_step, cos_abs, top, count, (const int64_t(*)[8])first,
+                                    (const int(*)[8])group, node, frac, frac + MAX_WIDTH, wt, hist_i);
             else
                 NAME(spread_per_head)(weights, frames, unit_t, atom_rows, ends, i, heads, width, size, start,
                                       inv_step, cos_abs, top, node, frac, planar, (T *)hist_i);
@@ -371,32 +378,31 @@ static void NAME(gather_per_head)(const T *frames, const T *unit_t, const int64_
    (slot, group) the six nodes of each axis give all heads' sums at once. */
 static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t *atom_rows, const int64_t *ends,
                                 int64_t i, int64_t heads, int64_t width, int64_t size, T start, T inv_step,
-                                int cos_abs, T top, int groups, const int *group, const int64_t *first,
-                                int32_t *node, T *frac, T *lam, NAME(vec8) *acc, const NAME(vec8) *lanes,
-                                T *grad_weights) {
-    NAME(index8) lane_of[8]; /* all ones in the lanes of group g's heads */
-    for (int g = 0; g < groups; g++)
-        for (int64_t h = 0; h < 8; h++) lane_of[g][h] = (h < heads && group[h] == g) ? -1 : 0;
+                                int cos_abs, T top, const int count[3], const int64_t first[3][8],
+                                const int group[3][8], int32_t *node, T *frac, T *lam, NAME(vec8) *acc,
+                                const NAME(vec8) *lanes, T *grad_weights) {
+    NAME(index8) lane_of[3][8]; /* all ones in the lanes of the heads of group g of axis a */
+    for (int a = 0; a < 3; a++)
+        for (int g = 0; g < count[a]; g++)
+            for (int64_t h = 0; h < 8; h++) lane_of[a][g][h] = (h < heads && group[a][h] == g) ? -1 : 0;
     for (int64_t r = atom_rows[i]; r < atom_rows[i + 1]; r++) {
         const T *ux = unit_t + r * 3 * width, *uy = ux + width, *uz = uy + width;
         const int64_t offset = (r - atom_rows[i]) * width;
-        for (int g = 0; g < groups; g++) {
-            const T *frame = frames + (i * heads + first[g]) * 9;
-            for (int64_t a = 0; a < 3; a++) {
-                NAME(stencils)(frame + 3 * a, ux, uy, uz, width, cos_abs, start, inv_step, top, node + a * width,
-                               frac);
-                NAME(lagrange_lines)(frac, width, lam + 6 * a * width);
-            }
-            const NAME(index8) in = lane_of[g];
-            for (int64_t m = 0; m < width; m++) {
-                NAME(vec8) sum = {0};
-                for (int64_t a = 0; a < 3; a++) {
-                    const T *la = lam + 6 * a * width + m;
-                    const NAME(vec8) *at = lanes + a * size + node[a * width + m];
-                    for (int s = 0; s < 6; s++) sum += la[s * width] * at[s];
+        memset(acc, 0, sizeof(NAME(vec8)) * width);
+        for (int a = 0; a < 3; a++) {
+            const NAME(vec8) *lanes_a = lanes + a * size;
+            for (int g = 0; g < count[a]; g++) {
+                NAME(stencils)(frames + (i * heads + first[a][g]) * 9 + 3 * a, ux, uy, uz, width, cos_abs, start,
+                               inv_step, top, node, frac);
+                NAME(lagrange_lines)(frac, width, lam);
+                const NAME(index8) in = lane_of[a][g];
+                const int alone = count[a] == 1;
+                for (int64_t m = 0; m < width; m++) {
+                    const NAME(vec8) *at = lanes_a + node[m];
+                    NAME(vec8) sum = lam[m] * at[0];
+                    for (int s = 1; s < 6; s++) sum += lam[s * width + m] * at[s];
+                    acc[m] += alone ? sum : (NAME(vec8))((NAME(index8))sum & in);
                 }
-                if (groups == 1) acc[m] = sum;
-                else acc[m] = (NAME(vec8))(((NAME(index8))sum & in) | ((NAME(index8))acc[m] & ~in));
             }
         }
         NAME(store_head_rows)(acc, ux, uy, uz, ends, i, heads, offset, width, grad_weights + r * heads * width);
@@ -426,8 +432,8 @@ static int NAME(angle_bwd_range)(const T *frames, const T *unit_t, const int64_t
     if (!frac || !acc) { free(frac); free(acc); return -2; }
     NAME(vec8) *block_lanes = acc + MAX_WIDTH, *block_g = block_lanes + ATOM_BLOCK * nodes;
     T *planar = frac + 21 * MAX_WIDTH;
-    int group[8];
-    int64_t first[8];
+    int count[3], group[3][8];
+    int64_t first[3][8];
     FTZ_BEGIN
     const T top = (T)(size - SPARE_TOP);
     for (int64_t b0 = atom_lo; b0 < atom_hi; b0 += ATOM_BLOCK) {
@@ -438,11 +444,10 @@ static int NAME(angle_bwd_range)(const T *frames, const T *unit_t, const int64_t
         if (!grad_weights) continue;
         for (int64_t i = b0; i < b1; i++) {
             const NAME(vec8) *lanes = block_lanes + (i - b0) * nodes;
-            const int groups = NAME(frame_groups)(frames + i * heads * 9, heads, group, first);
-            if (groups <= MAX_SHARED) {
+            if (NAME(axis_groups)(frames + i * heads * 9, heads, count, first, group) <= 3 * MAX_SHARED) {
                 NAME(gather_shared)(frames, unit_t, atom_rows, ends, i, heads, width, size, start, inv_step, cos_abs,
-                                    top, groups, group, first, node, frac, frac + 3 * MAX_WIDTH, acc, lanes,
-                                    grad_weights);
+                                    top, count, (const int64_t(*)[8])first, (const int(*)[8])group, node, frac,
+                                    frac + 3 * MAX_WIDTH, acc, lanes, grad_weights);
             } else {
                 for (int64_t h = 0; h < heads; h++)
                     for (int64_t q = 0; q < nodes; q++) planar[h * nodes + q] = lanes[q][h];
