@@ -2,7 +2,9 @@
 repository root): structures/s for inference and training per frame method and cell size.
 
 Each (configuration, size group) runs in a fresh subprocess so its peak resident memory (CPU) or peak allocated
-memory (CUDA) is its own. Size groups: ``small`` (MP cells with ≤ 20 sites, the speed bars' setting), ``medium``
+memory (CUDA) is its own. The costs relative to ``none`` (and so the bar) come from one more subprocess per group
+that runs all the models interleaved batch by batch (:func:`run_paired`): a shared machine's speed drifts by ±20 %
+within seconds, which the separate runs cannot tell from a difference between models. Size groups: ``small`` (MP cells with ≤ 20 sites, the speed bars' setting), ``medium``
 (21–60 sites) and ``large`` (one 1,008-atom spinel supercell, batch 1). MP cells come from the data directory;
 without it, generated rattled crystals stand in. The summary compares each model's cost with ``none`` at the same
 cutoff (the ≤ 1.5× bar for max frames) and ``none`` with the reference no-frame throughput (432 / 902 structures/s
@@ -236,13 +238,18 @@ def _rate(per_s: float) -> str:
     return f"{per_s:.1f}" if per_s >= 100 else f"{per_s:.3g}"
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def format_table(rows: Sequence[dict[str, Any]], paired: dict[str, dict[str, float]] | None = None) -> str:
+    """The group's table. Costs relative to ``none`` come from ``paired`` (:func:`run_paired`, interleaved in one
+    process) when given, else from the separate runs' throughputs."""
     base = next((r for r in rows if r["name"] == "none"), None)
-    lines = ["| model | params | train structs/s | infer structs/s | train cost vs none | infer cost vs none | peak mem (MB) |",
-             "|---|---|---|---|---|---|---|"]
+    how = " (interleaved)" if paired else ""
+    lines = [f"| model | params | train structs/s | infer structs/s | train cost vs none{how} | "
+             f"infer cost vs none{how} | peak mem (MB) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         rel_t = f"{base['train_per_s'] / r['train_per_s']:.2f}x" if base else "-"
         rel_i = f"{base['infer_per_s'] / r['infer_per_s']:.2f}x" if base else "-"
+        if paired and r["name"] in paired:
+            rel_t, rel_i = f"{paired[r['name']]['train']:.2f}x", f"{paired[r['name']]['infer']:.2f}x"
         lines.append(f"| {r['name']} | {r['params'] / 1000:.1f}K | {_rate(r['train_per_s'])} | "
                      f"{_rate(r['infer_per_s'])} | {rel_t} | {rel_i} | {r['peak_mem_mb']:.0f} |")
     return "\n".join(lines)
@@ -349,9 +356,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {group} {name}: train {_rate(rows[-1]['train_per_s'])}/s, "
                   f"infer {_rate(rows[-1]['infer_per_s'])}/s", flush=True)
         all_rows[group] = rows
-        framed = [n for n in args.configs if n in ("max", "max-light")]
-        if group == "small" and "none" in args.configs and framed:
-            cmd = [sys.executable, "-m", "crystalframer.benchmark", "--paired", ",".join(["none"] + framed), "--group",
+        others = [n for n in args.configs if n != "none"]
+        if "none" in args.configs and others:
+            cmd = [sys.executable, "-m", "crystalframer.benchmark", "--paired", ",".join(["none"] + others), "--group",
                    group, "--structures", str(args.structures), "--batch-size", str(args.batch_size), "--repeats",
                    str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
             if args.cutoff_sigmas is not None:
@@ -361,7 +368,9 @@ def run(args: argparse.Namespace) -> int:
             if proc.returncode != 0 or line is None:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"paired benchmark ({group}) failed")
-            paired = json.loads(line[len("RESULT "):])
+            paired[group] = json.loads(line[len("RESULT "):])
+            print(f"  {group} interleaved cost vs none: " + ", ".join(
+                f"{n} {r['train']:.2f}x / {r['infer']:.2f}x" for n, r in paired[group]["ratios"].items()), flush=True)
     print(f"\nMachine: {machine_description(args.threads or None)}")
     for group, rows in all_rows.items():
         r0 = rows[0]
@@ -369,9 +378,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n### {group}: {r0['source']}, {r0['structures']} structures ({lo}–{hi} sites, "
               f"{r0['atoms_per_structure']:.1f} atoms and {r0['edges_per_structure']:.0f} image-edges per structure), "
               f"batch {r0['batch_size']}, cutoff {r0['cutoff']:.2f} Å, median of {args.repeats} passes\n")
-        print(format_table(rows))
+        ratios = paired.get(group, {}).get("ratios")
+        print(format_table(rows, ratios))
         if group == "small":
-            bars = format_bars(rows, paired.get("ratios"))
+            bars = format_bars(rows, ratios)
             if bars:
                 print("\nSpeed bars (small group):\n")
                 print(bars)

@@ -23,8 +23,10 @@ def test_bench_reports_groups_and_bars(tmp_path, capsys):
     assert "max cost / none (≤ 1.5×), interleaved runs" in text  # the bar comes from the interleaved run
     raw = json.loads(out.read_text())
     rows = raw["groups"]["small"]
-    assert set(raw["paired"]["ratios"]) == {"max"} and len(raw["paired"]["rounds"]) == 1
-    assert all(raw["paired"]["ratios"]["max"][k] > 0 for k in ("train", "infer"))
+    paired = raw["paired"]["small"]
+    assert set(paired["ratios"]) == {"max"} and len(paired["rounds"]) == 1
+    assert all(paired["ratios"]["max"][k] > 0 for k in ("train", "infer"))
+    assert "train cost vs none (interleaved)" in text
     assert [r["name"] for r in rows] == ["none", "max"]
     assert all(r["train_per_s"] > 0 and r["infer_per_s"] > 0 and r["structures"] == 4 for r in rows)
     assert rows[0]["cutoff"] == rows[1]["cutoff"] == pytest.approx(ModelConfig().cutoff)  # same sphere for both

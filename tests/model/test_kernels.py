@@ -173,6 +173,50 @@ def test_without_a_compiler_the_model_falls_back_and_says_so(tmp_path):
     assert "PyTorch version" in proc.stderr
 
 
+def test_kernels_run_on_pytorchs_openmp_threads_where_it_has_them():
+    """With PyTorch on GNU OpenMP (its Linux wheels) the library links the same runtime: one libgomp in the process,
+    and the kernels' thread count follows torch.set_num_threads."""
+    if not (Path(torch.__file__).with_name("lib") / "libgomp.so.1").exists():
+        pytest.skip("this PyTorch does not run on GNU OpenMP")
+    lib = kernels.library()
+    assert kernels._openmp
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            assert lib.cf_openmp() == threads
+    finally:
+        torch.set_num_threads(previous)
+    with open("/proc/self/maps", encoding="utf-8") as fh:
+        runtimes = {line.split()[-1] for line in fh if "libgomp" in line}
+    assert len(runtimes) == 1, runtimes
+
+
+def test_without_openmp_python_threads_split_the_work(tmp_path):
+    """CRYSTALFRAMER_OPENMP=0 (or a PyTorch without GNU OpenMP): serial kernels, the atoms split over Python threads;
+    values and gradients as with PyTorch operations."""
+    script = (
+        "import json, torch\n"
+        "import tests.model.test_kernels as t\n"
+        "from crystalframer.model import kernels\n"
+        "torch.set_num_threads(2)\n"
+        "class Env:\n"
+        "    def setenv(self, k, v):\n"
+        "        import os; os.environ[k] = v\n"
+        "inputs = t._inputs(torch.float64, heads=8)\n"
+        "got = t._term(*inputs, False, True, Env())\n"
+        "openmp = kernels._openmp\n"
+        "want = t._term(*inputs, False, False, Env())\n"
+        "err = max(float((g - w).abs().max() / w.abs().max()) for g, w in zip(got, want))\n"
+        "print(json.dumps({'openmp': openmp, 'err': err}))\n")
+    env = {**os.environ, "CRYSTALFRAMER_OPENMP": "0", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["openmp"] is False and result["err"] <= 1e-12
+
+
 def _attention_inputs(dtype, seed=0, atoms=7, heads=3, width=32):
     """A random packed-row layout (uneven neighbour counts, padding, several rows per atom) with nearest-first
     slots, pair rows and pair logits."""
