@@ -1,19 +1,21 @@
-"""Compiled CPU kernels: the fused per-slot work of attention (docs/model.md §6.3) and the grid path of the framed
-angle term (§6.4).
+"""Compiled CPU kernels: the fused per-slot work of attention and max frames (docs/model.md §6.3, §6.5) and the
+grid path of the framed angle term (§6.4).
 
 Attention (``csrc/attention_core.c``): logits, the softmax over each atom's slots, the value sums per atom pair and
 the distance features, and their backward pass, in one pass per atom instead of a dozen PyTorch passes over
-(rows, heads, slots) tensors. Angle term (``csrc/angle_grid.c``): the grid path spreads every (image-edge, head,
-axis) item onto six grid nodes of a per-(head, atom, axis) histogram (one 8-lane vector addition per item), and in
-the backward pass gathers the histogram's gradient at the same nodes; the histograms' products with the tabulated
-projected basis are one batched matmul in PyTorch. In pure PyTorch each per-item step is a separate pass over E·H·3 values in memory.
+(rows, heads, slots) tensors; for max frames it also chooses and assembles each head's frame right after its softmax
+(``csrc/max_frames.c``). Angle term (``csrc/angle_grid.c``): per atom, every (image-edge, head, axis) item is spread
+onto six grid nodes of the atom's histograms, heads as vector lanes and stencils shared by heads with equal frame
+axes, and the histograms are multiplied by the tabulated projected basis in cache; backward, the histograms'
+gradient is gathered at the same nodes.
 
 The C files are compiled on first use with the system C compiler (``$CC``, else ``cc``) into the user cache
 (``$XDG_CACHE_HOME/crystalframer/kernels``, keyed by the source, the compiler flags and the CPU) and loaded with
 ctypes. Where no compiler works, or with ``CRYSTALFRAMER_KERNELS=0``, or on GPUs, the PyTorch version in
-``features.py`` runs instead: same arithmetic, the tests compare the two in float64. Parallelism: the atoms are
-split into ``torch.get_num_threads()`` ranges of about equal rows, each run by a Python thread (ctypes releases the
-GIL), so no second OpenMP runtime is loaded next to PyTorch's.
+``features.py`` runs instead: same arithmetic, the tests compare the two in float64. Parallelism: where PyTorch runs
+on GNU OpenMP, the library links that same runtime and each kernel splits its atoms over PyTorch's threads
+(``csrc/parallel.h``); elsewhere (or with ``CRYSTALFRAMER_OPENMP=0``) the atoms are split into
+``torch.get_num_threads()`` ranges of about equal rows, each run by a Python thread (ctypes releases the GIL).
 """
 
 from __future__ import annotations
