@@ -308,9 +308,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="also write the raw results here")
 
 
+def _measure(what: list[str], group: str, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    """Run one measurement subprocess (``--one NAME`` or ``--paired NAMES``) for ``group``; its RESULT line."""
+    cmd = [sys.executable, "-m", "crystalframer.benchmark", *what, "--group", group, "--structures",
+           str(args.structures), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--device",
+           args.device, "--threads", str(args.threads)]
+    if args.cutoff_sigmas is not None:
+        cmd += ["--cutoff-sigmas", str(args.cutoff_sigmas)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_subprocess_env())
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(proc.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"{label} failed")
+    return json.loads(line[len("RESULT "):])
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed :func:`add_arguments` options; prints the tables. Returns 0."""
-    if args.one:
+    if args.one or args.paired:  # a measurement subprocess: one model, or the interleaved models of a group
         import torch
 
         if args.threads:
@@ -319,21 +334,12 @@ def run(args: argparse.Namespace) -> int:
         if args.structures:
             structures = structures[:args.structures]
         batch = args.batch_size or GROUPS[args.group][3]
-        result = run_one(args.one, structures, batch, args.repeats, args.device, args.cutoff_sigmas)
-        result.update(source=source, group=args.group, batch_size=batch)
-        print("RESULT " + json.dumps(result))
-        return 0
-
-    if args.paired:
-        import torch
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        structures, _ = group_structures(args.group)
-        if args.structures:
-            structures = structures[:args.structures]
-        batch = args.batch_size or GROUPS[args.group][3]
-        result = run_paired(args.paired.split(","), structures, batch, args.repeats, args.device, args.cutoff_sigmas)
+        if args.one:
+            result = run_one(args.one, structures, batch, args.repeats, args.device, args.cutoff_sigmas)
+            result.update(source=source, group=args.group, batch_size=batch)
+        else:
+            result = run_paired(args.paired.split(","), structures, batch, args.repeats, args.device,
+                                args.cutoff_sigmas)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -342,33 +348,14 @@ def run(args: argparse.Namespace) -> int:
     for group in args.groups:
         rows = []
         for name in args.configs:
-            cmd = [sys.executable, "-m", "crystalframer.benchmark", "--one", name, "--group", group,
-                   "--structures", str(args.structures), "--batch-size", str(args.batch_size), "--repeats",
-                   str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
-            if args.cutoff_sigmas is not None:
-                cmd += ["--cutoff-sigmas", str(args.cutoff_sigmas)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=_subprocess_env())
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"benchmark of {name} ({group}) failed")
-            rows.append(json.loads(line[len("RESULT "):]))
+            rows.append(_measure(["--one", name], group, args, f"benchmark of {name} ({group})"))
             print(f"  {group} {name}: train {_rate(rows[-1]['train_per_s'])}/s, "
                   f"infer {_rate(rows[-1]['infer_per_s'])}/s", flush=True)
         all_rows[group] = rows
         others = [n for n in args.configs if n != "none"]
         if "none" in args.configs and others:
-            cmd = [sys.executable, "-m", "crystalframer.benchmark", "--paired", ",".join(["none"] + others), "--group",
-                   group, "--structures", str(args.structures), "--batch-size", str(args.batch_size), "--repeats",
-                   str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
-            if args.cutoff_sigmas is not None:
-                cmd += ["--cutoff-sigmas", str(args.cutoff_sigmas)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=_subprocess_env())
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"paired benchmark ({group}) failed")
-            paired[group] = json.loads(line[len("RESULT "):])
+            paired[group] = _measure(["--paired", ",".join(["none"] + others)], group, args,
+                                     f"paired benchmark ({group})")
             print(f"  {group} interleaved cost vs none: " + ", ".join(
                 f"{n} {r['train']:.2f}x / {r['infer']:.2f}x" for n, r in paired[group]["ratios"].items()), flush=True)
     print(f"\nMachine: {machine_description(args.threads or None)}")

@@ -53,6 +53,14 @@ static inline void NAME(lagrange_lines)(const T *frac, int64_t width, T *lam) {
     }
 }
 
+/* The stencils of a row's slots for one axis vector e: node −2 of each slot and its six Lagrange weights, one line of
+   `width` per tap (lam). */
+static inline void NAME(axis_stencils)(const T *e, const T *ux, const T *uy, const T *uz, int64_t width, int cos_abs,
+                                       T start, T inv_step, T top, int32_t *node, T *frac, T *lam) {
+    NAME(stencils)(e, ux, uy, uz, width, cos_abs, start, inv_step, top, node, frac);
+    NAME(lagrange_lines)(frac, width, lam);
+}
+
 /* Per frame axis a, heads of atom i whose axis vectors are bitwise equal share a group: group[a][h] is the group
    of head h, first[a][g] its first head, count[a] the number of groups. Equal axes give equal cosines, so their
    items can share stencils (angle_grid.c); returns the total number of groups over the three axes. */
@@ -208,9 +216,8 @@ static void NAME(spread_shared)(const T *weights, const T *frames, const T *unit
         for (int a = 0; a < 3; a++) {
             NAME(vec8) *lanes_a = lanes + a * size;
             for (int g = 0; g < count[a]; g++) {
-                NAME(stencils)(frames + (i * heads + first[a][g]) * 9 + 3 * a, ux, uy, uz, width, cos_abs, start,
-                               inv_step, top, node, frac);
-                NAME(lagrange_lines)(frac, width, lam);
+                NAME(axis_stencils)(frames + (i * heads + first[a][g]) * 9 + 3 * a, ux, uy, uz, width, cos_abs,
+                                    start, inv_step, top, node, frac, lam);
                 const NAME(vec8) mg = mask[a][g];
                 const int alone = count[a] == 1;
                 for (int64_t m = 0; m < width; m++) {
@@ -392,9 +399,8 @@ static void NAME(gather_shared)(const T *frames, const T *unit_t, const int64_t 
         for (int a = 0; a < 3; a++) {
             const NAME(vec8) *lanes_a = lanes + a * size;
             for (int g = 0; g < count[a]; g++) {
-                NAME(stencils)(frames + (i * heads + first[a][g]) * 9 + 3 * a, ux, uy, uz, width, cos_abs, start,
-                               inv_step, top, node, frac);
-                NAME(lagrange_lines)(frac, width, lam);
+                NAME(axis_stencils)(frames + (i * heads + first[a][g]) * 9 + 3 * a, ux, uy, uz, width, cos_abs,
+                                    start, inv_step, top, node, frac, lam);
                 const NAME(index8) in = lane_of[a][g];
                 const int alone = count[a] == 1;
                 for (int64_t m = 0; m < width; m++) {
