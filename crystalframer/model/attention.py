@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from crystalframer.model.config import ModelConfig
 from crystalframer.model.features import (AngleGrid, angle_centers, angle_gaussians, angle_table_lanes, angle_term_exact,
-                                         angle_term_grid, angle_width, slot_cosines)
+                                         angle_term_grid, angle_width, slot_cosines, uses_cpu_angle_kernel)
 from crystalframer.model.frames import (FrameSampling, global_pca_frames, lattice_frames, max_frame_request, max_frames,
                                          weighted_pca_frames)
 from crystalframer.model.geometry import EdgeGeometry
-from crystalframer.model.kernels import ANGLE_LANES, CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout, kernels_enabled
+from crystalframer.model.kernels import CpuAttentionCore, CpuPairDot, CpuPairMix, SlotLayout
 
 
 @dataclass
@@ -107,9 +107,7 @@ class PeriodicAttention(nn.Module):
         width = angle_width(cfg.angle_bases, cfg.angle_width_scale, cfg.cos_abs)
         if cfg.angle_features == "grid":  # slots without a direction (the zero image) are skipped there
             grid = AngleGrid.for_basis(width, cfg.cos_abs, cfg.angle_grid_tol)
-            table = None
-            if kernels_enabled(weights) and cfg.num_heads <= ANGLE_LANES:
-                table = self._table_lanes(centers, width, grid)
+            table = self._table_lanes(centers, width, grid) if uses_cpu_angle_kernel(weights, cfg.num_heads) else None
             return angle_term_grid(weights, frames, geom.unit, geom.row_atom, self.pe_angle_proj, centers, width,
                                    grid, cfg.cos_abs, ends, geom.unit_rows(weights.dtype), table)
         weights = weights * geom.valid[:, None, :].to(weights.dtype)  # the zero image has no direction
@@ -125,23 +123,19 @@ class PeriodicAttention(nn.Module):
             grid.nodes(proj.dtype, proj.device), centers.to(proj.dtype), width))
         if torch.is_grad_enabled() and proj.requires_grad:
             return angle_table_lanes(proj, centers, width, grid, basis)
-        key = (proj.data_ptr(), proj._version, proj.dtype, proj.device, grid.size, width)
-        cached = getattr(self, "_table_cache", None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, angle_table_lanes(proj, centers, width, grid, basis))
-            self._table_cache = cached
-        return cached[1]
+        return self._angle_constant("table", proj, lambda: angle_table_lanes(proj, centers, width, grid, basis),
+                                    version=(proj.data_ptr(), proj._version))
 
-    def _angle_constant(self, name: str, like: torch.Tensor, make) -> torch.Tensor:
-        """A tensor that depends only on the configuration (angle centres, the Gaussians at the grid nodes), made
-        once per dtype and device."""
+    def _angle_constant(self, name: str, like: torch.Tensor, make, version: tuple = ()) -> torch.Tensor:
+        """A tensor made without gradients once per dtype and device (and ``version``, for one that follows a
+        parameter's values): the angle centres and the Gaussians at the grid nodes depend only on the
+        configuration; the inference table on the projection."""
         cache = self.__dict__.setdefault("_angle_constants", {})
         key = (name, like.dtype, like.device)
-        if key not in cache:
+        if key not in cache or cache[key][0] != version:
             with torch.no_grad():
-                cache[key] = make()
-        return cache[key]
+                cache[key] = (version, make())
+        return cache[key][1]
 
     @staticmethod
     def _slot_attention(qk: torch.Tensor, a: torch.Tensor, geom: EdgeGeometry, dist_basis: torch.Tensor,

@@ -296,6 +296,11 @@ class _GridAngleTerm(torch.autograd.Function):
         return grad_weights, grad_table, None, None, None, None, None, None
 
 
+def uses_cpu_angle_kernel(weights: torch.Tensor, heads: int) -> bool:
+    """Whether :func:`angle_term_grid` runs in the compiled CPU kernel (and so wants :func:`angle_table_lanes`)."""
+    return heads <= ANGLE_LANES and kernels_enabled(weights)
+
+
 def angle_table_lanes(proj: torch.Tensor, centers: torch.Tensor, width: float, grid: AngleGrid,
                       basis: torch.Tensor | None = None) -> torch.Tensor:
     """The projected basis P_kh g(x_p) at the grid nodes in the CPU kernel's head lanes: (3, G, head_dim, 8),
@@ -327,7 +332,7 @@ def angle_term_grid(weights: torch.Tensor, frames: torch.Tensor, unit: torch.Ten
     all of it runs per atom in the compiled kernel of :mod:`crystalframer.model.kernels` (the same arithmetic).
     """
     n, h = frames.shape[:2]
-    if kernels_enabled(weights) and h <= ANGLE_LANES:
+    if uses_cpu_angle_kernel(weights, h):
         unit_rows = unit.transpose(1, 2).contiguous() if unit_rows is None else unit_rows
         if table_lanes is None:
             table_lanes = angle_table_lanes(proj, centers, width, grid)

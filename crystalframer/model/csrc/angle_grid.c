@@ -34,9 +34,9 @@
 #include "parallel.h"
 
 #define MAX_WIDTH 256
-#define MAX_AXES 96 /* 3 × heads */
+#define MAX_AXES 24 /* 3 × heads: the kernels take at most 8 heads (ANGLE_LANES in kernels.py) */
 #define SPARE_TOP 6 /* u ≤ G − 6: nodes u − 2 … u + 5 (six taps and two zero lanes) stay inside the grid */
-#define MAX_SHARED 5 /* above this many distinct frames per atom, the per-head way is faster */
+#define MAX_SHARED 5 /* above 3 × this many distinct axis vectors per atom, the per-head way is used */
 #define PRODUCT_DIM 16 /* head_dim of the presets: its table products keep their accumulators in registers */
 #define ATOM_BLOCK 32 /* atoms whose table products share each pass over the table */
 #define NODE_CHUNK 32 /* table nodes per chunk: 32 × 16 × 8 floats = 16 KB, in the L1 cache */
